@@ -1,0 +1,3 @@
+from synaptorch.cli import main
+
+main()

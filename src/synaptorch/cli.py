@@ -1,0 +1,292 @@
+"""The `synaptorch` command line: train, generate, eval, info, convert.
+
+Every user error (a `SynaptorchError`) ends as one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+import torch
+
+from synaptorch.errors import CheckpointError, DataError, SynaptorchError
+from synaptorch.train.config import PRESETS
+
+
+def user_errors(command):
+    """Turn user errors into one stderr line and exit code 2; Ctrl-C into exit code 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except SynaptorchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="synaptorch")
+def main() -> None:
+    """synaptorch: brain-inspired language models on PyTorch (BDH, the Dragon Hatchling)."""
+
+
+# --- train ----------------------------------------------------------------------------------
+
+MODEL_FLAGS = ("n_layer", "n_embd", "n_head", "n_neuron", "dropout")
+TRAIN_FLAGS = (
+    "data",
+    "tokenizer",
+    "val_fraction",
+    "batch_size",
+    "block_size",
+    "grad_accum",
+    "max_steps",
+    "lr",
+    "min_lr",
+    "warmup_steps",
+    "weight_decay",
+    "grad_clip",
+    "eval_interval",
+    "eval_tokens",
+    "log_interval",
+    "keep_last",
+    "seed",
+    "device",
+    "compile",
+    "max_time",
+)
+
+
+@main.command()
+@click.option("--preset", default="cpu-tiny", show_default=True, help=f"Named configuration: {', '.join(PRESETS)}.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with [model] and [train].")
+@click.option("--out", default="runs/bdh", show_default=True, help="Run folder for checkpoints and metrics.jsonl.")
+@click.option("--resume", is_flag=True, help="Continue the latest checkpoint in --out exactly where it stopped.")
+@click.option(
+    "--data", help="Corpus: pydoc (embedded default), shakespeare, a text file or a folder.  [default: pydoc]"
+)
+@click.option("--tokenizer", help="'bytes' or a tokenizer.json file.  [default: bytes]")
+@click.option("--val-fraction", type=float, help="Share of the corpus (its end) kept for validation.  [default: 0.1]")
+@click.option("--n-layer", type=int, help="Layers (all share one set of weights).")
+@click.option("--n-embd", type=int, help="Width d of the residual stream.")
+@click.option("--n-head", type=int, help="Heads.")
+@click.option("--n-neuron", type=int, help="Neurons N per head (even).")
+@click.option("--dropout", type=float, help="Dropout on the neuron activations.")
+@click.option("--batch-size", type=int, help="Sequences per micro-batch.")
+@click.option("--block-size", type=int, help="Tokens per training sequence.")
+@click.option("--grad-accum", type=int, help="Micro-batches per optimizer step.")
+@click.option("--max-steps", type=int, help="Optimizer steps; the cosine schedule ends here.")
+@click.option("--lr", type=float, help="Peak learning rate.")
+@click.option("--min-lr", type=float, help="Learning rate at the end of the cosine decay.")
+@click.option("--warmup-steps", type=int, help="Linear warm-up steps.")
+@click.option("--weight-decay", type=float, help="AdamW weight decay of matrices.")
+@click.option("--grad-clip", type=float, help="Clip the gradient norm to this (0: off).")
+@click.option("--eval-interval", type=int, help="Evaluate and save a checkpoint every K steps.")
+@click.option("--eval-tokens", type=int, help="Validation tokens per evaluation (0: the whole split).")
+@click.option("--log-interval", type=int, help="Write train loss to metrics.jsonl every K steps.")
+@click.option("--keep-last", type=int, help="Checkpoints kept in --out.")
+@click.option("--seed", type=int, help="Seed of weights, dropout and data order.")
+@click.option("--device", help="auto, cpu or cuda (bf16 autocast on CUDA).")
+@click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
+@click.option("--max-time", type=float, help="Stop after this many seconds, with a checkpoint (0: no limit).")
+@click.option("--sample-tokens", default=300, show_default=True, help="Tokens to sample from the model at the end.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def train(preset, config_file, out, resume, sample_tokens, quiet, **flags) -> None:
+    """Train a language model; prints validation loss as it goes and a sample at the end.
+
+    Flags override the TOML file, which overrides the preset. With --resume, the saved run's
+    settings are used and only --max-steps and --max-time may change.
+    """
+    from synaptorch.train.config import build_run_config
+    from synaptorch.train.trainer import Trainer
+
+    run = build_run_config(
+        preset,
+        config_file,
+        model_overrides={k: flags[k] for k in MODEL_FLAGS},
+        train_overrides={k: flags[k] for k in TRAIN_FLAGS},
+    )
+    trainer = Trainer(run, out, resume=resume, progress=not quiet)
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    click.echo(
+        f"training {trainer.run.architecture} ({n_params:,} parameters) on {trainer.corpus.name}: "
+        f"{len(trainer.corpus.split('train')):,} train / {len(trainer.corpus.split('val')):,} val tokens, "
+        f"device {trainer.device}, from step {trainer.step}"
+    )
+    result = trainer.fit()
+    folder = trainer.last_checkpoint or trainer.save()
+    if sample_tokens > 0:
+        _print_sample(trainer, sample_tokens)
+    click.echo(json.dumps({"checkpoint": str(folder), "step": trainer.step, "tokens": trainer.tokens_seen, **result}))
+
+
+def _print_sample(trainer, n_tokens: int) -> None:
+    from synaptorch.models.sampling import generate
+
+    prompt = torch.tensor([trainer.tokenizer.encode("\n")], device=trainer.device)
+    ids = generate(trainer.model, prompt, n_tokens, temperature=0.8, top_k=50, seed=trainer.cfg.seed)
+    click.echo("--- sample ---")
+    click.echo(trainer.tokenizer.decode(ids[0].tolist()).strip("\n"))
+    click.echo("--------------")
+
+
+# --- generate -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--checkpoint", required=True, help="Checkpoint folder, or a run folder (its latest checkpoint).")
+@click.option("--prompt", default="\n", show_default=repr("\n"), help="Text to continue.")
+@click.option("--max-new-tokens", default=500, show_default=True, type=int)
+@click.option("--temperature", default=0.8, show_default=True, type=float, help="0 is greedy.")
+@click.option("--top-k", default=0, show_default=True, type=int, help="Keep the k most likely tokens (0: all).")
+@click.option("--top-p", default=1.0, show_default=True, type=float, help="Nucleus sampling mass (1: off).")
+@click.option("--seed", type=int, help="Seed for reproducible samples.")
+@click.option("--device", default="auto", show_default=True)
+@user_errors
+def generate(checkpoint, prompt, max_new_tokens, temperature, top_k, top_p, seed, device) -> None:
+    """Stream a continuation of --prompt; memory and time per token do not grow with context."""
+    from synaptorch.checkpoint import load_checkpoint_tokenizer, load_model
+    from synaptorch.data.tokenizer import StreamDecoder
+    from synaptorch.models.sampling import stream_tokens
+    from synaptorch.train.trainer import pick_device
+
+    dev = pick_device(device)
+    model = load_model(checkpoint, map_location=dev)
+    tokenizer = load_checkpoint_tokenizer(checkpoint)
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise DataError("the prompt is empty after tokenization")
+    _check_vocab(model, tokenizer)
+    decoder = StreamDecoder(tokenizer)
+    click.echo(prompt, nl=False)
+    tokens = stream_tokens(
+        model,
+        torch.tensor([ids], device=dev),
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+    )
+    for token in tokens:
+        click.echo(decoder.push(int(token[0])), nl=False)
+    click.echo(decoder.flush())
+
+
+def _check_vocab(model, tokenizer) -> None:
+    if model.config.vocab_size != tokenizer.vocab_size:
+        raise DataError(
+            f"vocabulary mismatch: the model has {model.config.vocab_size} tokens, the tokenizer {tokenizer.vocab_size}"
+        )
+
+
+# --- eval -----------------------------------------------------------------------------------
+
+
+@main.command(name="eval")
+@click.option("--checkpoint", required=True, help="Checkpoint folder, or a run folder (its latest checkpoint).")
+@click.option("--data", default="pydoc", show_default=True, help="Corpus: pydoc, shakespeare, a file or a folder.")
+@click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True)
+@click.option("--val-fraction", default=0.1, show_default=True, type=float)
+@click.option("--tokenizer", help="tokenizer.json to use instead of the checkpoint's own.")
+@click.option("--block-size", type=int, help="Window length.  [default: the training block size, else 256]")
+@click.option("--batch-size", default=16, show_default=True, type=int)
+@click.option("--max-tokens", default=0, show_default=True, type=int, help="Score at most this many tokens (0: all).")
+@click.option("--device", default="auto", show_default=True)
+@user_errors
+def eval_command(checkpoint, data, split, val_fraction, tokenizer, block_size, batch_size, max_tokens, device) -> None:
+    """Loss (nats per token) and bits per byte of a checkpoint on a corpus; ends with a JSON line."""
+    from synaptorch.checkpoint import load_checkpoint_tokenizer, load_model, read_meta, resolve_checkpoint
+    from synaptorch.data.corpus import load_corpus
+    from synaptorch.data.tokenizer import load_tokenizer
+    from synaptorch.errors import ConfigError
+    from synaptorch.train.trainer import bits_per_byte, evaluate_loss, pick_device
+
+    folder = resolve_checkpoint(checkpoint)
+    dev = pick_device(device)
+    model = load_model(folder, map_location=dev)
+    tok = load_tokenizer(tokenizer) if tokenizer else load_checkpoint_tokenizer(folder)
+    _check_vocab(model, tok)
+    block_size = block_size or read_meta(folder).get("train", {}).get("block_size", 256)
+    if block_size <= 0 or batch_size <= 0 or max_tokens < 0:
+        raise ConfigError("--block-size and --batch-size must be positive, --max-tokens >= 0")
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+    corpus = load_corpus(data, tok, val_fraction)
+    loss, n_tokens = evaluate_loss(model, corpus.split(split), block_size, batch_size, dev, max_tokens)
+    record = {
+        "checkpoint": str(folder),
+        "data": str(data),
+        "split": split,
+        "tokens": n_tokens,
+        "loss": round(loss, 6),
+        "bpb": round(bits_per_byte(loss, corpus), 6),
+    }
+    click.echo(json.dumps(record))
+
+
+# --- info -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("checkpoint")
+@user_errors
+def info(checkpoint) -> None:
+    """Config, parameter count and training state of a checkpoint (or a run's latest)."""
+    from synaptorch.checkpoint import TRAINER, load_model, read_meta, resolve_checkpoint
+
+    folder = resolve_checkpoint(checkpoint)
+    meta = read_meta(folder)
+    model = load_model(folder)
+    click.echo(f"checkpoint   {folder}")
+    click.echo(f"architecture {meta['architecture']}")
+    click.echo(f"parameters   {sum(p.numel() for p in model.parameters()):,}")
+    click.echo(f"tokenizer    {meta.get('tokenizer', 'bytes')}")
+    for key, value in meta["model"].items():
+        click.echo(f"model.{key:<12} {value}")
+    if "step" in meta:
+        click.echo(f"step         {meta['step']}")
+        click.echo(f"tokens seen  {meta.get('tokens_seen', 0):,}")
+        corpus = meta.get("corpus", {})
+        click.echo(f"corpus       {corpus.get('name', '?')} (sha256 {corpus.get('sha256', '?')[:12]})")
+        click.echo(f"resumable    {'yes' if (folder / TRAINER).is_file() else 'no'}")
+    metrics = folder.parent / "metrics.jsonl"
+    if metrics.is_file():
+        evals = [json.loads(line) for line in metrics.read_text().splitlines() if '"val_loss"' in line]
+        evals = [e for e in evals if e["step"] <= meta.get("step", 0)]
+        if evals:
+            click.echo(f"val loss     {evals[-1]['val_loss']:.4f} nats/token at step {evals[-1]['step']}")
+
+
+# --- convert --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("dst", type=click.Path(file_okay=False))
+@click.option("--n-layer", default=6, show_default=True, type=int, help="Layers of the reference model.")
+@user_errors
+def convert(src, dst, n_layer) -> None:
+    """Convert a checkpoint of the reference BDH code (a torch state_dict .pt) into DST."""
+    from synaptorch.models.reference import load_reference_checkpoint
+
+    if Path(dst).exists():
+        raise CheckpointError(f"{dst} already exists; choose a new folder")
+    model = load_reference_checkpoint(src, n_layer=n_layer)
+    model.save_pretrained(dst, converted_from=str(src))
+    click.echo(f"wrote {dst}: {model.config.n_params:,} parameters, {json.dumps(model.config.to_dict())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Tokenizers: raw bytes by default, or a Hugging Face `tokenizer.json`."""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+from pathlib import Path
+from typing import Protocol
+
+from synaptorch.errors import DataError
+
+BYTES = "bytes"
+
+
+class Tokenizer(Protocol):
+    name: str  # "bytes" or "tokenizer.json"; recorded in checkpoints
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+    def identity(self) -> str:
+        """A string that changes whenever the mapping of text to ids changes."""
+        ...
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens: 256 symbols, any file works, nothing is unknown."""
+
+    name = BYTES
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def encode_bytes(self, data: bytes) -> list[int]:
+        return list(data)
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(ids).decode("utf-8", errors="replace")
+
+    def identity(self) -> str:
+        return BYTES
+
+
+class HFTokenizer:
+    """A `tokenizers` tokenizer loaded from a tokenizer.json file."""
+
+    name = "tokenizer.json"
+
+    def __init__(self, path: str | Path) -> None:
+        from tokenizers import Tokenizer as _Tokenizer
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"tokenizer file not found: {self.path}")
+        try:
+            self._tok = _Tokenizer.from_file(str(self.path))
+        except Exception as exc:  # the Rust side raises plain Exception subclasses
+            raise DataError(f"cannot read tokenizer {self.path}: {exc}") from None
+        self.vocab_size = self._tok.get_vocab_size()
+        self._identity = "sha256:" + hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(texts)]
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(ids)
+
+    def identity(self) -> str:
+        return self._identity
+
+
+def load_tokenizer(spec: str | Path | None) -> ByteTokenizer | HFTokenizer:
+    """`None` or "bytes" gives the byte tokenizer; anything else is a path to tokenizer.json."""
+    if spec is None or str(spec) == BYTES:
+        return ByteTokenizer()
+    return HFTokenizer(spec)
+
+
+class StreamDecoder:
+    """Turns ids into text as they arrive, never printing half a UTF-8 character or BPE merge."""
+
+    def __init__(self, tokenizer: ByteTokenizer | HFTokenizer) -> None:
+        self.tokenizer = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._ids: list[int] = []
+        self._emitted = 0
+
+    def push(self, token: int) -> str:
+        if isinstance(self.tokenizer, ByteTokenizer):
+            return self._utf8.decode(bytes([token]))
+        self._ids.append(token)
+        text = self.tokenizer.decode(self._ids)
+        if text.endswith("\ufffd"):  # an incomplete multi-byte character; wait for more ids
+            return ""
+        new, self._emitted = text[self._emitted :], len(text)
+        return new
+
+    def flush(self) -> str:
+        if isinstance(self.tokenizer, ByteTokenizer):
+            return self._utf8.decode(b"", final=True)
+        return self.tokenizer.decode(self._ids)[self._emitted :]
