@@ -72,9 +72,7 @@ TRAIN_FLAGS = (
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with [model] and [train].")
 @click.option("--out", default="runs/bdh", show_default=True, help="Run folder for checkpoints and metrics.jsonl.")
 @click.option("--resume", is_flag=True, help="Continue the latest checkpoint in --out exactly where it stopped.")
-@click.option(
-    "--data", help="Corpus: pydoc (embedded default), shakespeare, a text file or a folder.  [default: pydoc]"
-)
+@click.option("--data", help="Corpus: pydoc (embedded), shakespeare, a text file or a folder.  [default: pydoc]")
 @click.option("--tokenizer", help="'bytes' or a tokenizer.json file.  [default: bytes]")
 @click.option("--val-fraction", type=float, help="Share of the corpus (its end) kept for validation.  [default: 0.1]")
 @click.option("--n-layer", type=int, help="Layers (all share one set of weights).")

@@ -132,7 +132,7 @@ class Corpus:
 
     @property
     def split_index(self) -> int:
-        return len(self.tokens) - int(round(len(self.tokens) * self.val_fraction))
+        return len(self.tokens) - round(len(self.tokens) * self.val_fraction)
 
     def split(self, which: str) -> np.ndarray:
         if which == "train":

@@ -65,8 +65,9 @@ def stream_tokens(
         state = None
         for start in range(0, prompt.shape[1], prefill_chunk):
             logits, state = model.forward_recurrent(prompt[:, start : start + prefill_chunk], state)
-        for i in range(max_new_tokens):
-            if i:
+        token = None
+        for _ in range(max_new_tokens):
+            if token is not None:
                 logits, state = model.forward_recurrent(token[:, None], state)
             last = logits[:, -1]
             if temperature == 0:
