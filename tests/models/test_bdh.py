@@ -1,0 +1,184 @@
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from synaptorch import BDH, BDHConfig
+from synaptorch.errors import ConfigError
+from synaptorch.models.bdh import rope, rope_angles
+
+
+def tiny_model(seed=0, **overrides) -> BDH:
+    config = dict(n_layer=2, n_embd=16, n_head=2, n_neuron=32, vocab_size=256, dropout=0.0)
+    torch.manual_seed(seed)
+    return BDH(BDHConfig(**{**config, **overrides})).eval()
+
+
+def test_paper_config_has_the_papers_parameter_count():
+    config = BDHConfig()
+    assert config.n_params == 25_296_896
+    with torch.device("meta"):
+        model = BDH(config)
+    assert sum(p.numel() for p in model.parameters()) == config.n_params
+
+
+def test_weights_are_shared_across_layers():
+    shallow, deep = tiny_model(n_layer=1), tiny_model(n_layer=5)
+    assert sum(p.numel() for p in shallow.parameters()) == sum(p.numel() for p in deep.parameters())
+
+
+def test_parallel_shapes():
+    model = tiny_model()
+    logits = model(torch.randint(0, 256, (3, 11)))
+    assert logits.shape == (3, 11, 256)
+
+
+def test_recurrent_state_shapes_and_position():
+    model = tiny_model()
+    logits, state = model.forward_recurrent(torch.randint(0, 256, (2, 5)))
+    assert logits.shape == (2, 5, 256)
+    assert state.position == 5
+    assert len(state.rho) == model.config.n_layer
+    assert all(rho.shape == (2, 2, 32, 16) for rho in state.rho)
+
+
+def test_model_is_causal():
+    model = tiny_model()
+    idx = torch.randint(0, 256, (1, 12))
+    changed = idx.clone()
+    changed[0, 7] = (idx[0, 7] + 1) % 256
+    a, b = model(idx), model(changed)
+    torch.testing.assert_close(a[:, :7], b[:, :7], rtol=0, atol=0)
+    assert not torch.allclose(a[:, 8:], b[:, 8:])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_layer=st.integers(1, 3),
+    n_head=st.integers(1, 3),
+    half_neurons=st.integers(1, 24),
+    n_embd=st.integers(2, 24),
+    batch=st.integers(1, 3),
+    cuts=st.lists(st.integers(1, 39), max_size=6, unique=True),
+    seed=st.integers(0, 2**16),
+)
+def test_parallel_equals_recurrent_and_any_chunking(n_layer, n_head, half_neurons, n_embd, batch, cuts, seed):
+    length = 40
+    model = tiny_model(seed, n_layer=n_layer, n_head=n_head, n_neuron=2 * half_neurons, n_embd=n_embd)
+    idx = torch.randint(0, 256, (batch, length), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        parallel = model(idx)
+        bounds = [0, *sorted(cuts), length]
+        chunks, state = [], None
+        for start, end in itertools.pairwise(bounds):
+            logits, state = model.forward_recurrent(idx[:, start:end], state)
+            chunks.append(logits)
+        steps, state = [], None
+        for t in range(length):
+            logits, state = model.forward_recurrent(idx[:, t : t + 1], state)
+            steps.append(logits)
+    torch.testing.assert_close(torch.cat(chunks, 1), parallel, rtol=0, atol=1e-4)
+    torch.testing.assert_close(torch.cat(steps, 1), parallel, rtol=0, atol=1e-4)
+
+
+def test_synapse_state_is_the_sum_of_outer_products():
+    """rho after T tokens equals sum_t rope(x_sparse_t)^T x_t, built here by hand for layer 0."""
+    model = tiny_model(n_layer=1)
+    idx = torch.randint(0, 256, (1, 9))
+    _, state = model.forward_recurrent(idx)
+    x = F.layer_norm(model.embed(idx), (16,)).unsqueeze(1)
+    cos, sin = rope_angles(32, model.config.rope_theta, 0, 9, "cpu")
+    q = rope(F.relu(x @ model.encoder_x), cos, sin)  # (1, nh, T, N)
+    expected = torch.einsum("bhtn,btd->bhnd", q, x[:, 0])
+    torch.testing.assert_close(state.rho[0], expected.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_rope_rotates_pairs_by_position_angle():
+    n, theta = 8, 2.0**16
+    cos, sin = rope_angles(n, theta, 3, 1, "cpu")
+    v = torch.arange(1.0, n + 1).view(1, n)
+    out = rope(v, cos, sin)
+    for k in range(n // 2):
+        angle = torch.tensor(3 / theta ** (2 * k / n), dtype=torch.float64)
+        a, b = v[0, 2 * k].double(), v[0, 2 * k + 1].double()
+        assert out[0, 2 * k].item() == pytest.approx((a * angle.cos() - b * angle.sin()).item(), abs=1e-5)
+        assert out[0, 2 * k + 1].item() == pytest.approx((b * angle.cos() + a * angle.sin()).item(), abs=1e-5)
+    torch.testing.assert_close(out.norm(), v.norm())
+
+
+def test_rope_scores_depend_on_relative_position_only():
+    v, w = torch.rand(1, 16), torch.rand(1, 16)
+
+    def score(s, t):
+        cs, ss = rope_angles(16, 100.0, s, 1, "cpu")
+        ct, st_ = rope_angles(16, 100.0, t, 1, "cpu")
+        return (rope(v, cs, ss) * rope(w, ct, st_)).sum()
+
+    torch.testing.assert_close(score(3, 10), score(1003, 1010), rtol=1e-5, atol=1e-5)
+
+
+def test_every_parameter_gets_a_gradient():
+    model = tiny_model(dropout=0.1).train()
+    idx = torch.randint(0, 256, (2, 10))
+    loss = F.cross_entropy(model(idx[:, :-1]).flatten(0, 1), idx[:, 1:].flatten())
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        assert torch.isfinite(p.grad).all(), name
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
+    model = tiny_model().train()
+    idx = torch.randint(0, 256, (4, 17), generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(20):
+        loss = F.cross_entropy(model(idx[:, :-1]).flatten(0, 1), idx[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_same_seed_same_model_and_outputs():
+    idx = torch.randint(0, 256, (2, 8))
+    a, b, c = tiny_model(seed=1), tiny_model(seed=1), tiny_model(seed=2)
+    assert torch.equal(a(idx), b(idx))
+    assert not torch.equal(a(idx), c(idx))
+
+
+def test_dropout_only_in_training_mode():
+    model = tiny_model(dropout=0.5)
+    idx = torch.randint(0, 256, (1, 8))
+    assert torch.equal(model(idx), model(idx))
+    model.train()
+    assert not torch.equal(model(idx), model(idx))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"n_layer": 0},
+        {"n_embd": -4},
+        {"n_head": 0},
+        {"n_neuron": 7},
+        {"vocab_size": 0},
+        {"dropout": 1.0},
+        {"rope_theta": 0.5},
+        {"n_layer": 2.5},
+    ],
+)
+def test_impossible_configs_are_refused(bad):
+    with pytest.raises(ConfigError):
+        BDHConfig(**bad)
+
+
+def test_config_round_trip_and_unknown_keys():
+    config = BDHConfig(n_layer=3, n_neuron=64)
+    assert BDHConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="n_experts"):
+        BDHConfig.from_dict({**config.to_dict(), "n_experts": 2})
