@@ -41,7 +41,7 @@ def test_filtered_distribution_is_valid(values, top_p, top_k, temperature):
     filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
     kept = torch.isfinite(filtered)
     assert kept.any()
-    assert kept[0, logits.argmax()]  # the most likely token always survives
+    assert logits[kept].max() == logits.max()  # a most likely token always survives
     probs = filtered.softmax(-1)
     assert math.isclose(probs.sum().item(), 1.0, rel_tol=1e-5)
 
