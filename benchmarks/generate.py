@@ -17,11 +17,12 @@ import statistics
 import time
 
 import torch
-from common import current_rss_mib, machine
 
 from synaptorch import BDH
 from synaptorch.models.sampling import stream_tokens
 from synaptorch.train.config import build_run_config
+
+from common import current_rss_mib, machine
 
 
 def main() -> None:
@@ -34,10 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    if args.checkpoint:
-        model = BDH.from_pretrained(args.checkpoint)
-    else:
-        model = BDH(build_run_config(args.preset).model)
+    model = BDH.from_pretrained(args.checkpoint) if args.checkpoint else BDH(build_run_config(args.preset).model)
     model.eval()
     contexts = [int(c) for c in args.contexts.split(",")]
     vocab = model.config.vocab_size

@@ -16,10 +16,10 @@ import sys
 import tempfile
 import time
 
-from common import SHAKESPEARE, machine, peak_rss_mib
-
 from synaptorch.train.config import build_run_config
 from synaptorch.train.trainer import Trainer
+
+from common import SHAKESPEARE, machine, peak_rss_mib
 
 TARGET_NATS_PER_BYTE = 1.75
 

@@ -14,7 +14,7 @@ import click
 import torch
 
 from synaptorch.errors import CheckpointError, DataError, SynaptorchError
-from synaptorch.train.config import PRESETS
+from synaptorch.train.config import DEFAULT_PRESET, PRESETS
 
 
 def user_errors(command):
@@ -68,7 +68,10 @@ TRAIN_FLAGS = (
 
 
 @main.command()
-@click.option("--preset", default="cpu-tiny", show_default=True, help=f"Named configuration: {', '.join(PRESETS)}.")
+@click.option(
+    "--preset",
+    help=f"Named configuration: {', '.join(PRESETS)}.  [default: the config file's preset, else {DEFAULT_PRESET}]",
+)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with [model] and [train].")
 @click.option("--out", default="runs/bdh", show_default=True, help="Run folder for checkpoints and metrics.jsonl.")
 @click.option("--resume", is_flag=True, help="Continue the latest checkpoint in --out exactly where it stopped.")
@@ -112,6 +115,7 @@ def train(preset, config_file, out, resume, sample_tokens, quiet, **flags) -> No
     run = build_run_config(
         preset,
         config_file,
+        default_preset=DEFAULT_PRESET,
         model_overrides={k: flags[k] for k in MODEL_FLAGS},
         train_overrides={k: flags[k] for k in TRAIN_FLAGS},
     )
@@ -216,7 +220,8 @@ def eval_command(checkpoint, data, split, val_fraction, tokenizer, block_size, b
     model = load_model(folder, map_location=dev)
     tok = load_tokenizer(tokenizer) if tokenizer else load_checkpoint_tokenizer(folder)
     _check_vocab(model, tok)
-    block_size = block_size or read_meta(folder).get("train", {}).get("block_size", 256)
+    if block_size is None:
+        block_size = read_meta(folder).get("train", {}).get("block_size", 256)
     if block_size <= 0 or batch_size <= 0 or max_tokens < 0:
         raise ConfigError("--block-size and --batch-size must be positive, --max-tokens >= 0")
     if not 0 < val_fraction < 1:
@@ -261,10 +266,20 @@ def info(checkpoint) -> None:
         click.echo(f"resumable    {'yes' if (folder / TRAINER).is_file() else 'no'}")
     metrics = folder.parent / "metrics.jsonl"
     if metrics.is_file():
-        evals = [json.loads(line) for line in metrics.read_text().splitlines() if '"val_loss"' in line]
-        evals = [e for e in evals if e["step"] <= meta.get("step", 0)]
+        evals = [r for r in _read_records(metrics) if "val_loss" in r and r["step"] <= meta.get("step", 0)]
         if evals:
             click.echo(f"val loss     {evals[-1]['val_loss']:.4f} nats/token at step {evals[-1]['step']}")
+
+
+def _read_records(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl, skipping a line that a crash cut short."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 # --- convert --------------------------------------------------------------------------------

@@ -65,6 +65,17 @@ class BDHConfig:
         d, neurons = self.n_embd, self.n_head * self.n_neuron
         return 2 * self.vocab_size * d + 3 * neurons * d
 
+    def flops_per_token(self, seq_len: int) -> int:
+        """Forward FLOPs (2 per multiply-add) per token of a sequence of seq_len; training is 3x.
+
+        Per layer: Dx, Dy and E (2 * d * nh * N each), scores against seq_len positions over
+        nh * N neurons, the weighted sum of seq_len values of width d per head; then the readout.
+        The full seq_len is counted, as is usual for attention, not the causal half.
+        """
+        d, neurons = self.n_embd, self.n_head * self.n_neuron
+        per_layer = 3 * 2 * d * neurons + 2 * seq_len * neurons + 2 * seq_len * self.n_head * d
+        return self.n_layer * per_layer + 2 * d * self.vocab_size
+
 
 @dataclass
 class BDHState:

@@ -77,6 +77,7 @@ def _checked(cls, values: dict, section: str) -> dict:
     return values
 
 
+DEFAULT_PRESET = "cpu-tiny"
 PRESETS: dict[str, dict] = {
     # About ten minutes on a 2-core CPU; the main job of the README.
     "cpu-tiny": {
@@ -112,8 +113,12 @@ def build_run_config(
     toml_path: str | Path | None = None,
     model_overrides: dict | None = None,
     train_overrides: dict | None = None,
+    default_preset: str | None = None,
 ) -> RunConfig:
-    """Merge preset, TOML file and overrides (None values are ignored) into validated configs."""
+    """Merge preset, TOML file and overrides (None values are ignored) into validated configs.
+
+    The preset is `preset`, else the TOML file's `preset`, else `default_preset`.
+    """
     layers: list[dict] = []
     if toml_path is not None:
         toml = _read_toml(toml_path)
@@ -123,6 +128,7 @@ def build_run_config(
         if extra:
             raise ConfigError(f"{toml_path}: unknown table(s) {', '.join(extra)}; expected [model] and [train]")
         layers.append(toml)
+    preset = preset or default_preset
     base = {"architecture": "bdh", "model": {}, "train": {}}
     if preset is not None:
         if preset not in PRESETS:

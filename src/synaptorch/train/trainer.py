@@ -124,6 +124,14 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False)
 
 
+def _logged_step(line: str) -> float:
+    """The step of a metrics line; a line cut short by a crash counts as after every step."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -163,7 +171,7 @@ class Trainer:
         self.tokenizer = load_tokenizer(cfg.tokenizer)
         self.corpus = load_corpus(cfg.data, self.tokenizer, cfg.val_fraction)
         for split in ("train", "val"):
-            if len(self.corpus.split(split)) <= cfg.block_size + 1:
+            if len(self.corpus.split(split)) < cfg.block_size + 1:
                 raise DataError(
                     f"corpus {cfg.data}: {split} split has {len(self.corpus.split(split))} tokens, "
                     f"fewer than one block of {cfg.block_size} + 1"
@@ -189,6 +197,7 @@ class Trainer:
             self.sampler.load_state_dict(state["sampler"])
             _set_rng_state(state["rng"])
             self.step, self.tokens_seen = state["step"], state["tokens_seen"]
+            self._forget_metrics_after(self.step)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
 
     # --- one step -------------------------------------------------------------------
@@ -229,6 +238,13 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    def _forget_metrics_after(self, step: int) -> None:
+        """Drop records of steps that a crash lost, so a resumed run logs each step once."""
+        path = self.out / METRICS
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines(keepends=True) if _logged_step(line) <= step]
+            path.write_text("".join(kept))
 
     def save(self) -> Path:
         state = {

@@ -1,0 +1,157 @@
+import hashlib
+import json
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from synaptorch.cli import main
+
+# The models under test are tiny: intra-op threads only add overhead, and on a busy 2-core machine
+# spinning OpenMP workers make each small op orders of magnitude slower.
+torch.set_num_threads(1)
+
+TINY_MODEL = ("--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--n-neuron", "32", "--dropout", "0.1")
+TINY_TRAIN = (
+    *("--batch-size", "4", "--block-size", "16", "--warmup-steps", "2"),
+    *("--eval-tokens", "256", "--device", "cpu", "--sample-tokens", "0", "--quiet"),
+)
+WORDS = ["the", "a", "neuron", "fires", "and", "synapse", "grows", "between", "two", "cells", "when", "they"]
+
+
+def _make_text(n_words: int = 800, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(n_words // 12)]
+    return "\n".join(lines) + "\n"
+
+
+def _read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file()
+    }
+
+
+# Helpers are handed out as fixtures so that tests need no import path tricks.
+
+
+@pytest.fixture(scope="session")
+def make_text():
+    """Deterministic word salad of about 5 KB: enough for train and val splits of a 16-token block."""
+    return _make_text
+
+
+@pytest.fixture(scope="session")
+def read_metrics():
+    """The records of a run's metrics.jsonl."""
+    return _read_metrics
+
+
+@pytest.fixture(scope="session")
+def train_losses():
+    """{step: train_loss} from a run's metrics.jsonl."""
+    return lambda run: {r["step"]: r["train_loss"] for r in _read_metrics(run) if "train_loss" in r}
+
+
+@pytest.fixture(scope="session")
+def snapshot():
+    """{relative path: sha256} of every file below a folder."""
+    return _snapshot
+
+
+@pytest.fixture(scope="session")
+def make_word_tokenizer():
+    """Write a word-level tokenizer.json (one id per word, [UNK] is 0) and return its path."""
+
+    def write(path: Path, words=("the", "neuron", "fires")) -> Path:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+
+        vocab = {word: i for i, word in enumerate(["[UNK]", *words])}
+        tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+        tokenizer.save(str(path))
+        return Path(path)
+
+    return write
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path_factory, monkeypatch) -> Path:
+    """Token caches and downloads go to a fresh folder, never to ~/.cache."""
+    path = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("SYNAPTORCH_CACHE", str(path))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+    # Relative defaults such as `--out runs/bdh` must never land in the repository.
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """A small text corpus shared by all tests; read-only."""
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(_make_text())
+    return path
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """Run the command line in-process; returns click's Result (stdout and stderr apart)."""
+
+    def invoke(*args):
+        return CliRunner().invoke(main, [str(a) for a in args])
+
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def tiny_args(corpus) -> tuple:
+    """`train` flags of a tiny model on the small corpus; click keeps the last of repeated flags."""
+    return ("--data", corpus, *TINY_MODEL, *TINY_TRAIN)
+
+
+@pytest.fixture(scope="session")
+def tiny_train(cli, tiny_args):
+    """Train a tiny model into `out`; `extra` flags come last and win."""
+
+    def run(out, *extra):
+        return cli("train", "--out", out, *tiny_args, *extra)
+
+    return run
+
+
+@dataclass
+class TrainedRun:
+    path: Path
+    stdout: str
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_train) -> TrainedRun:
+    """One 4-step run shared by the tests that only read it: checkpoints at steps 2 and 4."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SYNAPTORCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        result = tiny_train(
+            out, "--max-steps", 4, "--eval-interval", 2, "--log-interval", 1, "--keep-last", 5, "--sample-tokens", 30
+        )
+    assert result.exit_code == 0, result.output
+    return TrainedRun(out, result.stdout)
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path) -> Path:
+    """A private copy of the trained run, for tests that damage or extend it."""
+    return Path(shutil.copytree(trained_run.path, tmp_path / "run"))

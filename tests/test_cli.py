@@ -1,0 +1,473 @@
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from functools import cached_property
+from pathlib import Path
+
+import click
+import pytest
+import torch
+
+import synaptorch
+from synaptorch import BDH, BDHConfig
+from synaptorch.checkpoint import load_model, load_trainer_state, step_checkpoints
+from synaptorch.cli import main
+from synaptorch.data.corpus import load_corpus
+from synaptorch.data.tokenizer import ByteTokenizer
+from synaptorch.models.sampling import stream_tokens
+from synaptorch.train.config import TrainConfig
+from synaptorch.train.trainer import Trainer, evaluate_loss, learning_rate
+
+PROMPT = "the neuron"
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def assert_user_error(result, fragment: str) -> None:
+    """Exit code 2, one line on stderr naming the problem, and no traceback."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert fragment.lower() in lines[0].lower()
+    assert "Traceback" not in result.output
+
+
+# --- help ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(main.commands))
+def test_help_of_every_command_lists_its_options(cli, name):
+    result = cli(name, "--help")
+    assert result.exit_code == 0
+    for param in main.commands[name].params:
+        if isinstance(param, click.Option):
+            assert all(opt in result.stdout for opt in param.opts), param.opts
+        else:
+            assert param.name.upper() in result.stdout
+
+
+def test_top_level_help_and_version(cli):
+    result = cli("--help")
+    assert result.exit_code == 0
+    assert all(name in result.stdout for name in ("train", "generate", "eval", "info", "convert"))
+    version = cli("--version")
+    assert version.exit_code == 0
+    assert synaptorch.__version__ in version.stdout
+
+
+# --- train ------------------------------------------------------------------------------------
+
+
+def test_train_writes_checkpoints_metrics_and_a_final_json_line(trained_run, read_metrics):
+    run = trained_run.path
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl", "step-0000002", "step-0000004"]
+    for step in (2, 4):
+        folder = run / f"step-{step:07d}"
+        assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "trainer.pt"]
+        assert json.loads((folder / "config.json").read_text())["step"] == step
+        assert load_trainer_state(folder)["step"] == step
+
+    records = read_metrics(run)
+    assert [r["step"] for r in records if "train_loss" in r] == [1, 2, 3, 4]
+    evals = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+
+    lines = trained_run.stdout.strip().splitlines()
+    n_params = sum(p.numel() for p in load_model(run).parameters())
+    assert lines[0].startswith(f"training bdh ({n_params:,} parameters)")
+    assert "--- sample ---" in lines
+    final = last_json(trained_run.stdout)
+    assert final["checkpoint"] == str(run / "step-0000004")
+    assert final["step"] == 4
+    assert final["tokens"] == 4 * 4 * 16  # steps * batch * block
+    assert final["val_loss"] == evals[-1]["val_loss"]
+
+
+def test_logged_learning_rate_is_the_one_the_step_used(trained_run, read_metrics):
+    cfg = TrainConfig.from_dict(_saved_train_config(trained_run.path / "step-0000004"))
+    for record in (r for r in read_metrics(trained_run.path) if "lr" in r):
+        assert record["lr"] == learning_rate(record["step"] - 1, cfg)
+
+
+def test_keep_last_removes_older_checkpoints(tiny_train, tmp_path):
+    result = tiny_train(tmp_path / "run", "--max-steps", 3, "--eval-interval", 1, "--keep-last", 2)
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in step_checkpoints(tmp_path / "run")] == ["step-0000002", "step-0000003"]
+
+
+def _saved_train_config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())["train"]
+
+
+def test_resume_continues_with_the_saved_settings(cli, tiny_args, run_copy, read_metrics):
+    result = cli("train", "--out", run_copy, *tiny_args, "--resume", "--max-steps", 6, "--lr", 0.5, "--batch-size", 2)
+    assert result.exit_code == 0, result.output
+    assert "from step 4" in result.stdout.splitlines()[0]
+    assert last_json(result.stdout)["step"] == 6
+    before, after = _saved_train_config(run_copy / "step-0000004"), _saved_train_config(run_copy / "step-0000006")
+    # Only the length of the run may change on resume.
+    assert after == {**before, "max_steps": 6}
+    assert [r["step"] for r in read_metrics(run_copy) if "train_loss" in r] == [1, 2, 3, 4, 5, 6]
+
+
+def test_ctrl_c_saves_the_steps_done_and_exits_130(tiny_train, trained_run, train_losses, monkeypatch, tmp_path):
+    calls = 0
+    original = Trainer.train_step
+
+    def interrupted_on_third_call(self):
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as mp:
+        mp.setattr(Trainer, "train_step", interrupted_on_third_call)
+        result = tiny_train(out, "--max-steps", 4, "--log-interval", 1, "--eval-interval", 100)
+    assert result.exit_code == 130
+    assert "interrupted" in result.stderr
+    assert "Traceback" not in result.output
+    assert [p.name for p in step_checkpoints(out)] == ["step-0000002"]
+    assert load_trainer_state(out / "step-0000002")["step"] == 2
+
+    resumed = tiny_train(out, "--resume", "--max-steps", 4)
+    assert resumed.exit_code == 0, resumed.output
+    # Same seed and settings as the shared run, so the resumed run must retrace it exactly.
+    assert train_losses(out) == train_losses(trained_run.path)
+    assert _state_dicts_equal(load_model(out), load_model(trained_run.path))
+
+
+def _state_dicts_equal(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_config_file_preset_is_used_when_no_preset_flag(cli, corpus, tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        'preset = "paper-25m"\n'
+        "[model]\nn_layer = 1\nn_embd = 16\nn_head = 2\nn_neuron = 32\n"
+        f"[train]\nbatch_size = 4\nblock_size = 16\ndata = {json.dumps(str(corpus))}\n"
+    )
+    common = ("--max-steps", 1, "--eval-tokens", 64, "--sample-tokens", 0, "--quiet", "--device", "cpu")
+    result = cli("train", "--config", toml, "--out", tmp_path / "a", *common)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "a" / "step-0000001" / "config.json").read_text())
+    assert meta["train"]["lr"] == 1e-3  # paper-25m's, not cpu-tiny's 3e-3
+    assert meta["model"]["dropout"] == 0.1
+    assert meta["model"]["n_embd"] == 16
+
+    flagged = cli("train", "--config", toml, "--preset", "cpu-tiny", "--out", tmp_path / "b", *common)
+    assert flagged.exit_code == 0, flagged.output
+    assert json.loads((tmp_path / "b" / "step-0000001" / "config.json").read_text())["train"]["lr"] == 3e-3
+
+
+# --- generate ---------------------------------------------------------------------------------
+
+
+def _generate(cli, checkpoint, *extra):
+    result = cli("generate", "--checkpoint", checkpoint, "--prompt", PROMPT, "--max-new-tokens", 20, *extra)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_generate_prints_the_prompt_and_the_models_sample(cli, trained_run):
+    text = _generate(cli, trained_run.path, "--seed", 1)
+    model = load_model(trained_run.path)
+    ids = ByteTokenizer().encode(PROMPT)
+    new = [int(t[0]) for t in stream_tokens(model, torch.tensor([ids]), 20, temperature=0.8, seed=1)]
+    assert text == PROMPT + bytes(new).decode("utf-8", errors="replace") + "\n"
+
+
+def test_generate_is_reproducible_with_a_seed(cli, trained_run):
+    first = _generate(cli, trained_run.path, "--seed", 1)
+    assert _generate(cli, trained_run.path, "--seed", 1) == first
+    assert _generate(cli, trained_run.path, "--seed", 2) != first
+
+
+def test_generate_from_a_run_folder_uses_its_latest_checkpoint(cli, trained_run):
+    latest = _generate(cli, trained_run.path / "step-0000004", "--seed", 3)
+    assert _generate(cli, trained_run.path, "--seed", 3) == latest
+
+
+def test_temperature_zero_is_greedy(cli, trained_run):
+    text = _generate(cli, trained_run.path, "--temperature", 0)
+    assert _generate(cli, trained_run.path, "--temperature", 0) == text
+    model = load_model(trained_run.path).eval()
+    ids = ByteTokenizer().encode(PROMPT)
+    with torch.no_grad():
+        for _ in range(20):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    assert text == ByteTokenizer().decode(ids) + "\n"
+
+
+# --- eval and info ------------------------------------------------------------------------------
+
+
+def test_eval_reports_loss_and_bits_per_byte(cli, trained_run, corpus):
+    result = cli("eval", "--checkpoint", trained_run.path, "--data", corpus, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    record = last_json(result.stdout)
+    val = load_corpus(corpus, ByteTokenizer()).split("val")
+    loss, n_tokens = evaluate_loss(load_model(trained_run.path), val, 16, 16, torch.device("cpu"))
+    assert record["tokens"] == n_tokens == (len(val) - 1) // 16 * 16  # the training block size
+    assert record["loss"] == round(loss, 6)
+    # Byte tokens: one token per byte, so bits per byte is nats per token over ln 2.
+    assert record["bpb"] == pytest.approx(record["loss"] / math.log(2), abs=1e-5)
+
+
+def test_eval_max_tokens_and_split(cli, trained_run, corpus):
+    result = cli("eval", "--checkpoint", trained_run.path, "--data", corpus, "--split", "all", "--max-tokens", 64)
+    assert result.exit_code == 0, result.output
+    assert last_json(result.stdout)["tokens"] == 64
+    assert last_json(result.stdout)["split"] == "all"
+
+
+def test_info_reports_the_models_parameter_count(cli, trained_run, read_metrics):
+    result = cli("info", trained_run.path)
+    assert result.exit_code == 0, result.output
+    model = load_model(trained_run.path)
+    match = re.search(r"^parameters\s+([\d,]+)$", result.stdout, re.MULTILINE)
+    assert int(match.group(1).replace(",", "")) == sum(p.numel() for p in model.parameters())
+    assert re.search(r"^step\s+4$", result.stdout, re.MULTILINE)
+    assert re.search(r"^resumable\s+yes$", result.stdout, re.MULTILINE)
+    last_val = [r for r in read_metrics(trained_run.path) if "val_loss" in r][-1]["val_loss"]
+    assert f"val loss     {last_val:.4f} nats/token at step 4" in result.stdout
+
+
+def test_info_skips_a_metrics_line_cut_short_by_a_crash(cli, run_copy, read_metrics):
+    last_val = [r for r in read_metrics(run_copy) if "val_loss" in r][-1]["val_loss"]
+    with open(run_copy / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "val_loss": 1.')
+    result = cli("info", run_copy)
+    assert result.exit_code == 0, result.output
+    assert f"val loss     {last_val:.4f} nats/token at step 4" in result.stdout
+
+
+# --- convert ---------------------------------------------------------------------------------------
+
+
+def _reference_state_dict(model: BDH) -> dict:
+    """The key names of the public reference code, as written by torch.compile."""
+    names = {"embed.weight": "embed.weight", "encoder": "encoder_x", "encoder_v": "encoder_y"}
+    names |= {"decoder": "decoder", "lm_head": "readout"}
+    sd = model.state_dict()
+    return {f"_orig_mod.{theirs}": sd[ours].clone() for theirs, ours in names.items()}
+
+
+def test_convert_writes_a_loadable_checkpoint(cli, tmp_path):
+    torch.manual_seed(0)
+    model = BDH(BDHConfig(n_layer=2, n_embd=16, n_head=2, n_neuron=32, dropout=0.0))
+    torch.save(_reference_state_dict(model), tmp_path / "ref.pt")
+    result = cli("convert", tmp_path / "ref.pt", tmp_path / "converted", "--n-layer", 2)
+    assert result.exit_code == 0, result.output
+    assert _state_dicts_equal(load_model(tmp_path / "converted"), model)
+    info = cli("info", tmp_path / "converted")
+    assert info.exit_code == 0, info.output
+    assert "model.n_layer      2" in info.stdout
+
+
+# --- bad input: exit code 2, one line on stderr, nothing changed ------------------------------------
+
+
+class Workspace:
+    """What a bad-input case may set up: files in tmp_path and a private copy of the trained run."""
+
+    def __init__(self, tmp: Path, corpus: Path, trained: Path, tiny_args: tuple, make_word_tokenizer) -> None:
+        self.tmp, self.corpus, self.trained, self.tiny_args = tmp, corpus, trained, tiny_args
+        self.make_word_tokenizer = make_word_tokenizer
+
+    def file(self, name: str, content: str | bytes) -> Path:
+        path = self.tmp / name
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        return path
+
+    def train(self, *extra) -> list:
+        return ["train", "--out", self.tmp / "out", *self.tiny_args, *extra]
+
+    @cached_property
+    def run(self) -> Path:
+        return Path(shutil.copytree(self.trained, self.tmp / "run"))
+
+    @property
+    def latest(self) -> Path:
+        return self.run / "step-0000004"
+
+    def edit_config(self, architecture: str | None = None, **model) -> None:
+        meta = json.loads((self.latest / "config.json").read_text())
+        meta["architecture"] = architecture or meta["architecture"]
+        meta["model"].update(model)
+        (self.latest / "config.json").write_text(json.dumps(meta))
+
+    def folder(self, name: str) -> Path:
+        (self.tmp / name).mkdir()
+        return self.tmp / name
+
+    def replace_in_latest(self, name: str, content: bytes) -> Path:
+        (self.latest / name).write_bytes(content)
+        return self.run
+
+    def tokenizer(self) -> Path:
+        return self.make_word_tokenizer(self.tmp / "tokenizer.json")
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _empty(folder: Path) -> None:
+    shutil.rmtree(folder)
+    folder.mkdir()
+
+
+def _torch_file(ws: Workspace, obj) -> Path:
+    torch.save(obj, ws.tmp / "ref.pt")
+    return ws.tmp / "ref.pt"
+
+
+TRAIN_CASES = {
+    "missing corpus": (lambda ws: ws.train("--data", ws.tmp / "nope.txt"), "corpus not found"),
+    "empty corpus": (lambda ws: ws.train("--data", ws.file("c.txt", "")), "empty"),
+    "whitespace corpus": (lambda ws: ws.train("--data", ws.file("c.txt", " \n\t\n  ")), "empty"),
+    "train split below one block": (lambda ws: ws.train("--data", ws.file("c.txt", "x" * 12)), "train split"),
+    "val split below one block": (
+        lambda ws: ws.train("--data", ws.file("c.txt", "x" * 200), "--val-fraction", 0.05),
+        "val split",
+    ),
+    "unknown preset": (lambda ws: ws.train("--preset", "gpt-17"), "unknown preset"),
+    "zero layers": (lambda ws: ws.train("--n-layer", 0), "n_layer"),
+    "negative width": (lambda ws: ws.train("--n-embd", -1), "n_embd"),
+    "odd neurons": (lambda ws: ws.train("--n-neuron", 31), "n_neuron"),
+    "dropout above one": (lambda ws: ws.train("--dropout", 1.5), "dropout"),
+    "zero batch": (lambda ws: ws.train("--batch-size", 0), "batch_size"),
+    "zero lr": (lambda ws: ws.train("--lr", 0), "lr"),
+    "min_lr above lr": (lambda ws: ws.train("--lr", 1e-3, "--min-lr", 1e-2), "min_lr"),
+    "unknown TOML key": (
+        lambda ws: ws.train("--config", ws.file("c.toml", "[train]\nlearning_rate = 1\n")),
+        "learning_rate",
+    ),
+    "unknown TOML table": (lambda ws: ws.train("--config", ws.file("c.toml", "[optim]\nlr = 1\n")), "optim"),
+    "invalid TOML": (lambda ws: ws.train("--config", ws.file("c.toml", "[train\nlr = \n")), "invalid TOML"),
+    "missing TOML": (lambda ws: ws.train("--config", ws.tmp / "none.toml"), "not found"),
+    "out holds a run": (lambda ws: ["train", "--out", ws.run, *ws.tiny_args], "--resume"),
+    "out is a file": (lambda ws: ["train", "--out", ws.file("out", "notes"), *ws.tiny_args], "not a folder"),
+    "resume an empty folder": (
+        lambda ws: ["train", "--out", ws.folder("empty"), *ws.tiny_args, "--resume"],
+        "nothing to resume",
+    ),
+    "resume a missing folder": (
+        lambda ws: ["train", "--out", ws.tmp / "none", *ws.tiny_args, "--resume"],
+        "nothing to resume",
+    ),
+    "resume a corrupt trainer.pt": (
+        lambda ws: ["train", "--out", ws.replace_in_latest("trainer.pt", b"junk"), *ws.tiny_args, "--resume"],
+        "trainer.pt",
+    ),
+}
+
+OTHER_CASES = {
+    "eval with a tokenizer of another vocabulary": (
+        lambda ws: ["eval", "--checkpoint", ws.run, "--data", ws.corpus, "--tokenizer", ws.tokenizer()],
+        "vocabulary mismatch",
+    ),
+    "eval on a corpus shorter than a window": (
+        lambda ws: ["eval", "--checkpoint", ws.run, "--data", ws.file("c.txt", "short text"), "--split", "all"],
+        "need more than 16 tokens",
+    ),
+    "eval with a val fraction of one": (
+        lambda ws: ["eval", "--checkpoint", ws.run, "--data", ws.corpus, "--val-fraction", 1],
+        "val-fraction",
+    ),
+    "eval with zero block size": (
+        lambda ws: ["eval", "--checkpoint", ws.run, "--data", ws.corpus, "--block-size", 0],
+        "block-size",
+    ),
+    "generate an empty prompt": (lambda ws: ["generate", "--checkpoint", ws.run, "--prompt", ""], "prompt is empty"),
+    "generate at negative temperature": (
+        lambda ws: ["generate", "--checkpoint", ws.run, "--temperature", -1],
+        "temperature",
+    ),
+    "convert onto an existing folder": (
+        lambda ws: ["convert", _torch_file(ws, {}), ws.run],
+        "already exists",
+    ),
+    "convert random bytes": (
+        lambda ws: ["convert", ws.file("ref.pt", bytes(range(256)) * 4), ws.tmp / "dst"],
+        "cannot read",
+    ),
+    "convert a state_dict with other keys": (
+        lambda ws: ["convert", _torch_file(ws, {"fc.weight": torch.zeros(2, 2)}), ws.tmp / "dst"],
+        "not a BDH reference checkpoint",
+    ),
+    "convert a missing file": (lambda ws: ["convert", ws.tmp / "none.pt", ws.tmp / "dst"], "not found"),
+}
+
+DAMAGES = {
+    "corrupt config.json": (lambda ws: (ws.latest / "config.json").write_text("{not json"), "corrupt"),
+    "truncated weights": (lambda ws: _truncate(ws.latest / "model.safetensors"), "truncated"),
+    "missing weights": (lambda ws: (ws.latest / "model.safetensors").unlink(), "no model.safetensors"),
+    "another architecture": (lambda ws: ws.edit_config(architecture="gpt9"), "gpt9"),
+    "weights of other shapes": (lambda ws: ws.edit_config(n_embd=32), "does not match"),
+    "impossible config": (lambda ws: ws.edit_config(n_neuron=31), "n_neuron"),
+    "no checkpoint in the folder": (lambda ws: _empty(ws.run), "not a synaptorch checkpoint"),
+}
+
+READERS = {
+    "generate": lambda ws: ["generate", "--checkpoint", ws.run, "--max-new-tokens", 5, "--seed", 1],
+    "eval": lambda ws: ["eval", "--checkpoint", ws.run, "--data", ws.corpus],
+    "info": lambda ws: ["info", ws.run],
+}
+
+
+@pytest.fixture
+def workspace(tmp_path, corpus, trained_run, tiny_args, make_word_tokenizer) -> Workspace:
+    return Workspace(tmp_path, corpus, trained_run.path, tiny_args, make_word_tokenizer)
+
+
+def _check_refused(cli, workspace, snapshot, argv, fragment) -> None:
+    before = snapshot(workspace.tmp)
+    assert_user_error(cli(*argv), fragment)
+    assert snapshot(workspace.tmp) == before
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES | OTHER_CASES))
+def test_bad_input_is_refused_and_changes_nothing(cli, workspace, snapshot, case):
+    make_argv, fragment = (TRAIN_CASES | OTHER_CASES)[case]
+    _check_refused(cli, workspace, snapshot, make_argv(workspace), fragment)
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_damaged_checkpoint_is_refused_and_left_alone(cli, workspace, snapshot, damage, reader):
+    damage_fn, fragment = DAMAGES[damage]
+    damage_fn(workspace)
+    _check_refused(cli, workspace, snapshot, READERS[reader](workspace), fragment)
+
+
+def test_missing_checkpoint_is_refused(cli, tmp_path):
+    assert_user_error(cli("info", tmp_path / "nowhere"), "not found")
+
+
+def test_module_entry_point_reports_one_line_and_exit_code_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "synaptorch", "train", "--data", tmp_path / "nope.txt", "--out", tmp_path / "out"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: corpus not found: {tmp_path / 'nope.txt'}")
+    assert proc.stdout == ""
+    assert not (tmp_path / "out").exists()
