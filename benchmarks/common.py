@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import time
 from pathlib import Path
 
 import torch
@@ -32,3 +33,49 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def train_for_budget(
+    out: str | Path,
+    budget_s: float,
+    preset: str = "cpu-tiny",
+    architecture: str = "bdh",
+    data: str | Path = SHAKESPEARE,
+    **train_overrides,
+):
+    """Train a preset for about `budget_s` seconds of training steps; returns the Trainer.
+
+    The step count comes from timing a few steps of a throwaway copy, so that the cosine
+    schedule ends with the budget; `max_time` stops the run at the budget in any case.
+    """
+    from synaptorch.train.config import build_run_config
+    from synaptorch.train.trainer import Trainer
+
+    overrides = {"data": str(data), "max_time": budget_s, **train_overrides}
+    run = build_run_config(preset, architecture=architecture, train_overrides=overrides)
+    probe = Trainer(run, Path(out) / "probe", progress=False)
+    probe.train_step()  # the first step pays one-off costs
+    start = time.perf_counter()
+    for _ in range(5):
+        probe.train_step()
+    seconds_per_step = (time.perf_counter() - start) / 5
+    del probe
+    # Evaluations and checkpoints take about 8% of the budget.
+    max_steps = max(1, int(0.92 * budget_s / seconds_per_step))
+    run = build_run_config(preset, architecture=architecture, train_overrides={**overrides, "max_steps": max_steps})
+    trainer = Trainer(run, Path(out) / "run", progress=False)
+    trainer.fit()
+    return trainer
+
+
+def save_figure(path: str | Path, draw, size: tuple[float, float] = (8, 4)) -> None:
+    """Call `draw(figure)` and write the figure as a PNG, without a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=size, layout="constrained")
+    draw(figure)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)

@@ -275,6 +275,25 @@ def test_convert_writes_a_loadable_checkpoint(cli, tmp_path):
     assert "model.n_layer      2" in info.stdout
 
 
+def test_gpt_trains_generates_and_evaluates_through_the_same_cli(cli, corpus, tmp_path):
+    gpt = ("--model", "gpt", "--n-layer", 1, "--n-embd", 16, "--n-head", 2)
+    run = ("--batch-size", 4, "--block-size", 16, "--max-steps", 3, "--eval-tokens", 64, "--device", "cpu")
+    result = cli("train", "--data", corpus, *gpt, *run, "--sample-tokens", 10, "--quiet", "--out", tmp_path / "g")
+    assert result.exit_code == 0, result.output
+    model = load_model(tmp_path / "g")
+    assert model.architecture == "gpt" and model.config.n_layer == 1
+    assert cli("generate", "--checkpoint", tmp_path / "g", "--max-new-tokens", 5).exit_code == 0
+    record = last_json(cli("eval", "--checkpoint", tmp_path / "g", "--data", corpus).stdout)
+    assert record["loss"] == pytest.approx(last_json(result.stdout)["val_loss"], rel=0.2)
+
+
+def test_default_run_folder_is_named_after_the_model(cli, corpus, tmp_path):
+    gpt = ("--model", "gpt", "--n-layer", 1, "--n-embd", 16, "--n-head", 2)
+    run = ("--batch-size", 2, "--block-size", 16, "--max-steps", 1, "--eval-tokens", 32, "--sample-tokens", 0)
+    assert cli("train", "--data", corpus, *gpt, *run, "--quiet").exit_code == 0
+    assert step_checkpoints(tmp_path / "runs" / "gpt")
+
+
 # --- bad input: exit code 2, one line on stderr, nothing changed ------------------------------------
 
 
@@ -344,6 +363,8 @@ TRAIN_CASES = {
         "val split",
     ),
     "unknown preset": (lambda ws: ws.train("--preset", "gpt-17"), "unknown preset"),
+    "unknown model": (lambda ws: ws.train("--model", "rnn"), "unknown architecture"),
+    "BDH-only flag for GPT": (lambda ws: ws.train("--model", "gpt"), "n_neuron"),
     "zero layers": (lambda ws: ws.train("--n-layer", 0), "n_layer"),
     "negative width": (lambda ws: ws.train("--n-embd", -1), "n_embd"),
     "odd neurons": (lambda ws: ws.train("--n-neuron", 31), "n_neuron"),

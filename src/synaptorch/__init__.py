@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from synaptorch.models import BDH, BDHConfig, BDHState
+from synaptorch.models import BDH, GPT, BDHConfig, BDHState, GPTConfig, GPTState
 
-__all__ = ["BDH", "BDHConfig", "BDHState", "__version__"]
+__all__ = ["BDH", "GPT", "BDHConfig", "BDHState", "GPTConfig", "GPTState", "__version__"]

@@ -42,7 +42,7 @@ def main() -> None:
 
 # --- train ----------------------------------------------------------------------------------
 
-MODEL_FLAGS = ("n_layer", "n_embd", "n_head", "n_neuron", "dropout")
+MODEL_FLAGS = ("n_layer", "n_embd", "n_head", "n_neuron", "mlp_ratio", "dropout")
 TRAIN_FLAGS = (
     "data",
     "tokenizer",
@@ -67,22 +67,29 @@ TRAIN_FLAGS = (
 )
 
 
+PRESET_HELP = "; ".join(f"{arch}: {', '.join(names)}" for arch, names in PRESETS.items())
+
+
 @main.command()
 @click.option(
+    "--model", "architecture", help=f"Architecture: {', '.join(PRESETS)}.  [default: the config file's, else bdh]"
+)
+@click.option(
     "--preset",
-    help=f"Named configuration: {', '.join(PRESETS)}.  [default: the config file's preset, else {DEFAULT_PRESET}]",
+    help=f"Named configuration ({PRESET_HELP}).  [default: the config file's preset, else {DEFAULT_PRESET}]",
 )
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with [model] and [train].")
-@click.option("--out", default="runs/bdh", show_default=True, help="Run folder for checkpoints and metrics.jsonl.")
+@click.option("--out", help="Run folder for checkpoints and metrics.jsonl.  [default: runs/MODEL]")
 @click.option("--resume", is_flag=True, help="Continue the latest checkpoint in --out exactly where it stopped.")
 @click.option("--data", help="Corpus: pydoc (embedded), shakespeare, a text file or a folder.  [default: pydoc]")
 @click.option("--tokenizer", help="'bytes' or a tokenizer.json file.  [default: bytes]")
 @click.option("--val-fraction", type=float, help="Share of the corpus (its end) kept for validation.  [default: 0.1]")
-@click.option("--n-layer", type=int, help="Layers (all share one set of weights).")
+@click.option("--n-layer", type=int, help="Layers (in BDH all share one set of weights).")
 @click.option("--n-embd", type=int, help="Width d of the residual stream.")
 @click.option("--n-head", type=int, help="Heads.")
-@click.option("--n-neuron", type=int, help="Neurons N per head (even).")
-@click.option("--dropout", type=float, help="Dropout on the neuron activations.")
+@click.option("--n-neuron", type=int, help="BDH: neurons N per head (even).")
+@click.option("--mlp-ratio", type=int, help="GPT: width of the MLP over n_embd.")
+@click.option("--dropout", type=float, help="Dropout (BDH: on the neuron activations).")
 @click.option("--batch-size", type=int, help="Sequences per micro-batch.")
 @click.option("--block-size", type=int, help="Tokens per training sequence.")
 @click.option("--grad-accum", type=int, help="Micro-batches per optimizer step.")
@@ -101,9 +108,9 @@ TRAIN_FLAGS = (
 @click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
 @click.option("--max-time", type=float, help="Stop after this many seconds, with a checkpoint (0: no limit).")
 @click.option("--sample-tokens", default=300, show_default=True, help="Tokens to sample from the model at the end.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no evaluation lines.")
 @user_errors
-def train(preset, config_file, out, resume, sample_tokens, quiet, **flags) -> None:
+def train(architecture, preset, config_file, out, resume, sample_tokens, quiet, **flags) -> None:
     """Train a language model; prints validation loss as it goes and a sample at the end.
 
     Flags override the TOML file, which overrides the preset. With --resume, the saved run's
@@ -116,10 +123,11 @@ def train(preset, config_file, out, resume, sample_tokens, quiet, **flags) -> No
         preset,
         config_file,
         default_preset=DEFAULT_PRESET,
+        architecture=architecture,
         model_overrides={k: flags[k] for k in MODEL_FLAGS},
         train_overrides={k: flags[k] for k in TRAIN_FLAGS},
     )
-    trainer = Trainer(run, out, resume=resume, progress=not quiet)
+    trainer = Trainer(run, out or f"runs/{run.architecture}", resume=resume, progress=not quiet)
     n_params = sum(p.numel() for p in trainer.model.parameters())
     click.echo(
         f"training {trainer.run.architecture} ({n_params:,} parameters) on {trainer.corpus.name}: "

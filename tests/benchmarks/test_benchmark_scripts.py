@@ -35,3 +35,40 @@ def test_generate_memory_is_flat_in_context_length():
     assert set(record["contexts"]) == {"64", "512", "2048"}
     assert all(c["ms_per_token"] > 0 for c in record["contexts"].values())
     assert record["rss_spread"] < 1.2
+
+
+@pytest.mark.slow
+def test_compare_lm_quick_trains_both_models_on_the_same_tokens(tmp_path):
+    record = run_benchmark("compare_lm.py", "--quick", "--plot", str(tmp_path / "compare.png"))
+    bdh, gpt = record["results"]
+    assert (bdh["model"], gpt["model"]) == ("bdh", "gpt")
+    for result in (bdh, gpt):
+        assert result["curve"] and result["final_val_loss"] < 5.6  # below a uniform guess over 256 bytes
+        assert [p["tokens"] for p in result["curve"]] == sorted(p["tokens"] for p in result["curve"])
+    assert (tmp_path / "compare.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_throughput_quick_reports_utilisation_against_a_measured_peak():
+    record = run_benchmark("throughput.py", "--quick")
+    assert record["matmul_peak_gflops"] > 0
+    assert {row["model"] for row in record["rows"]} == {"bdh:cpu-tiny", "gpt:cpu-tiny", "gpt:cpu-tiny-flops"}
+    for row in record["rows"]:
+        assert 0 < row["train_mfu"] < 1.5 and 0 < row["infer_mfu"] < 1.5
+        assert row["train_tokens_per_s"] < row["infer_tokens_per_s"]
+
+
+@pytest.mark.slow
+def test_generation_quick_compares_fixed_state_with_kv_cache(tmp_path):
+    record = run_benchmark("generation.py", "--quick", "--plot", str(tmp_path / "generation.png"))
+    assert set(record["results"]) == {"bdh", "gpt"}
+    assert all(set(r["contexts"]) == {"256", "1024"} for r in record["results"].values())
+    assert (tmp_path / "generation.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_memory_quick_grows_with_sequence_length():
+    record = run_benchmark("memory.py", "--quick")
+    peaks = {(row["model"], row["seq_len"]): row["peak_step_mib"] for row in record["rows"]}
+    assert len(peaks) == 6 and all(p is not None and p > 0 for p in peaks.values())
+    assert peaks[("bdh:cpu-tiny", 512)] > peaks[("bdh:cpu-tiny", 128)]

@@ -28,7 +28,7 @@ def test_flags_override_toml_which_overrides_the_preset(toml):
         model_overrides={"n_layer": 3, "n_embd": None},
         train_overrides={"batch_size": 2, "lr": None},
     )
-    preset = PRESETS["cpu-tiny"]
+    preset = PRESETS["bdh"]["cpu-tiny"]
     assert run.model.n_layer == 3  # flag over TOML
     assert run.model.n_neuron == 64  # TOML over preset
     assert run.model.n_embd == preset["model"]["n_embd"]  # a None flag is no override
@@ -50,8 +50,8 @@ def test_flags_override_toml_which_overrides_the_preset(toml):
 def test_which_preset_applies(toml, flag, in_file, default, expected):
     path = toml(f'preset = "{in_file}"\n' if in_file else "")
     run = build_run_config(flag, path, default_preset=default)
-    assert run.model.n_neuron == PRESETS[expected]["model"]["n_neuron"]
-    assert run.train.lr == PRESETS[expected]["train"]["lr"]
+    assert run.model.n_neuron == PRESETS["bdh"][expected]["model"]["n_neuron"]
+    assert run.train.lr == PRESETS["bdh"][expected]["train"]["lr"]
 
 
 @pytest.mark.parametrize(
@@ -152,3 +152,23 @@ def test_cosine_decays_monotonically_from_lr_to_min_lr(cfg):
     assert lrs[-1] == pytest.approx(cfg.min_lr, rel=1e-12, abs=tolerance)
     # Past max_steps (a resumed run with a shorter schedule) the rate stays at min_lr.
     assert learning_rate(cfg.max_steps + 17, cfg) == pytest.approx(cfg.min_lr, rel=1e-12, abs=tolerance)
+
+
+@pytest.mark.parametrize("size", ["cpu-tiny", "paper-25m"])
+def test_gpt_presets_match_bdh_by_parameters_and_by_flops(size):
+    bdh = build_run_config(size, architecture="bdh")
+    same_params = build_run_config(size, architecture="gpt").model
+    same_flops = build_run_config(f"{size}-flops", architecture="gpt").model
+    assert same_params.n_params == pytest.approx(bdh.model.n_params, rel=0.05)
+    block = bdh.train.block_size
+    assert same_flops.flops_per_token(block) == pytest.approx(bdh.model.flops_per_token(block), rel=0.05)
+    # Equal parameters do not mean equal compute: that is why both presets exist.
+    assert same_params.flops_per_token(block) < 0.5 * bdh.model.flops_per_token(block)
+
+
+def test_architecture_comes_from_the_flag_else_the_toml_file(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('architecture = "gpt"\n[model]\nn_layer = 3\n')
+    assert build_run_config(None, path, default_preset="cpu-tiny").architecture == "gpt"
+    flagged = build_run_config(None, path, architecture="bdh")
+    assert flagged.architecture == "bdh" and flagged.model.n_layer == 3

@@ -40,6 +40,15 @@ def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
 
 
 @torch.no_grad()
+def prefill(model: nn.Module, prompt: Tensor, chunk: int = 512) -> tuple[Tensor, object]:
+    """Run the prompt (B, T) through the recurrent form in chunks: logits (B, T_last_chunk, V), state."""
+    logits, state = None, None
+    for start in range(0, prompt.shape[1], chunk):
+        logits, state = model.forward_recurrent(prompt[:, start : start + chunk], state)
+    return logits, state
+
+
+@torch.no_grad()
 def stream_tokens(
     model: nn.Module,
     prompt: Tensor,
@@ -62,9 +71,7 @@ def stream_tokens(
     was_training = model.training
     model.eval()
     try:
-        state = None
-        for start in range(0, prompt.shape[1], prefill_chunk):
-            logits, state = model.forward_recurrent(prompt[:, start : start + prefill_chunk], state)
+        logits, state = prefill(model, prompt, prefill_chunk)
         token = None
         for _ in range(max_new_tokens):
             if token is not None:

@@ -77,25 +77,39 @@ def _checked(cls, values: dict, section: str) -> dict:
     return values
 
 
+DEFAULT_ARCHITECTURE = "bdh"
 DEFAULT_PRESET = "cpu-tiny"
-PRESETS: dict[str, dict] = {
-    # About ten minutes on a 2-core CPU; the main job of the README.
-    "cpu-tiny": {
-        "architecture": "bdh",
-        "model": {"n_layer": 4, "n_embd": 128, "n_head": 4, "n_neuron": 256, "dropout": 0.0},
-        "train": {"batch_size": 16, "block_size": 128, "max_steps": 1500, "lr": 3e-3, "min_lr": 3e-4},
+
+_CPU_TRAIN = {"batch_size": 16, "block_size": 128, "max_steps": 1500, "lr": 3e-3, "min_lr": 3e-4}
+_GPU_TRAIN = {"batch_size": 32, "block_size": 512, "max_steps": 3000, "lr": 1e-3, "min_lr": 1e-4}
+
+# Presets per architecture. A GPT preset named like a BDH one has about the same number of
+# parameters; the `-flops` one has about the same training FLOPs per token at the preset's block
+# size (BDH reuses its weights in every layer, so equal parameters mean unequal compute).
+PRESETS: dict[str, dict[str, dict]] = {
+    "bdh": {
+        # About ten minutes on a 2-core CPU; the main job of the README. 458,752 parameters.
+        "cpu-tiny": {
+            "model": {"n_layer": 4, "n_embd": 128, "n_head": 4, "n_neuron": 256, "dropout": 0.0},
+            "train": _CPU_TRAIN,
+        },
+        # The configuration of the BDH paper: 25,296,896 parameters; wants a GPU.
+        "paper-25m": {
+            "model": {"n_layer": 6, "n_embd": 256, "n_head": 4, "n_neuron": 8192, "dropout": 0.1},
+            "train": _GPU_TRAIN,
+        },
     },
-    # The configuration of the BDH paper: 25,296,896 parameters; wants a GPU.
-    "paper-25m": {
-        "architecture": "bdh",
-        "model": {"n_layer": 6, "n_embd": 256, "n_head": 4, "n_neuron": 8192, "dropout": 0.1},
-        "train": {
-            "batch_size": 32,
-            "block_size": 512,
-            "max_steps": 3000,
-            "lr": 1e-3,
-            "min_lr": 1e-4,
-            "weight_decay": 0.1,
+    "gpt": {
+        # 467,808 parameters (BDH cpu-tiny: 458,752).
+        "cpu-tiny": {"model": {"n_layer": 4, "n_embd": 96, "n_head": 4, "dropout": 0.0}, "train": _CPU_TRAIN},
+        # 4.65 MFLOP per token forward at 128 tokens (BDH cpu-tiny: 4.78); 2.0M parameters.
+        "cpu-tiny-flops": {"model": {"n_layer": 10, "n_embd": 128, "n_head": 4, "dropout": 0.0}, "train": _CPU_TRAIN},
+        # 25.3M parameters (BDH paper-25m: 25.3M).
+        "paper-25m": {"model": {"n_layer": 8, "n_embd": 512, "n_head": 8, "dropout": 0.1}, "train": _GPU_TRAIN},
+        # 519 MFLOP per token forward at 512 tokens (BDH paper-25m: 509); 240M parameters.
+        "paper-25m-flops": {
+            "model": {"n_layer": 19, "n_embd": 1024, "n_head": 16, "dropout": 0.1},
+            "train": _GPU_TRAIN,
         },
     },
 }
@@ -114,41 +128,44 @@ def build_run_config(
     model_overrides: dict | None = None,
     train_overrides: dict | None = None,
     default_preset: str | None = None,
+    architecture: str | None = None,
 ) -> RunConfig:
     """Merge preset, TOML file and overrides (None values are ignored) into validated configs.
 
-    The preset is `preset`, else the TOML file's `preset`, else `default_preset`.
+    The architecture is `architecture`, else the TOML file's, else bdh. The preset is `preset`,
+    else the TOML file's `preset`, else `default_preset`.
     """
-    layers: list[dict] = []
+    toml: dict = {}
     if toml_path is not None:
         toml = _read_toml(toml_path)
-        preset = preset or toml.pop("preset", None)
-        toml.pop("preset", None)
-        extra = sorted(set(toml) - {"architecture", "model", "train"})
+        extra = sorted(set(toml) - {"preset", "architecture", "model", "train"})
         if extra:
             raise ConfigError(f"{toml_path}: unknown table(s) {', '.join(extra)}; expected [model] and [train]")
-        layers.append(toml)
-    preset = preset or default_preset
-    base = {"architecture": "bdh", "model": {}, "train": {}}
+    architecture = architecture or toml.get("architecture", DEFAULT_ARCHITECTURE)
+    if architecture not in MODELS:
+        raise ConfigError(f"unknown architecture {architecture!r}; known: {', '.join(MODELS)}")
+    preset = preset or toml.get("preset") or default_preset
+    layers: list[dict] = []
     if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-        layers.insert(0, PRESETS[preset])
+        if preset not in PRESETS[architecture]:
+            known = ", ".join(PRESETS[architecture])
+            raise ConfigError(f"unknown preset {preset!r} for {architecture}; known: {known}")
+        layers.append(PRESETS[architecture][preset])
+    layers.append(toml)
     layers.append(
         {
             "model": {k: v for k, v in (model_overrides or {}).items() if v is not None},
             "train": {k: v for k, v in (train_overrides or {}).items() if v is not None},
         }
     )
+    model: dict = {}
+    train: dict = {}
     for layer in layers:
-        base["architecture"] = layer.get("architecture", base["architecture"])
-        base["model"] = {**base["model"], **layer.get("model", {})}
-        base["train"] = {**base["train"], **layer.get("train", {})}
-    if base["architecture"] not in MODELS:
-        raise ConfigError(f"unknown architecture {base['architecture']!r}; known: {', '.join(MODELS)}")
-    config_class = MODELS[base["architecture"]].config_class
-    model = config_class.from_dict(_checked(config_class, base["model"], "model"))
-    return RunConfig(base["architecture"], model, TrainConfig.from_dict(base["train"]))
+        model.update(layer.get("model", {}))
+        train.update(layer.get("train", {}))
+    config_class = MODELS[architecture].config_class
+    model_config = config_class.from_dict(_checked(config_class, model, "model"))
+    return RunConfig(architecture, model_config, TrainConfig.from_dict(train))
 
 
 def with_vocab(run: RunConfig, vocab_size: int) -> RunConfig:

@@ -22,7 +22,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from synaptorch.checkpoint import load_model, load_trainer_state, read_meta, save_model, step_checkpoints
+from synaptorch.checkpoint import (
+    load_checkpoint_tokenizer,
+    load_model,
+    load_trainer_state,
+    read_meta,
+    save_model,
+    step_checkpoints,
+)
 from synaptorch.data.corpus import Corpus, load_corpus
 from synaptorch.data.tokenizer import load_tokenizer
 from synaptorch.errors import ConfigError, DataError
@@ -146,7 +153,10 @@ def _set_rng_state(state: dict) -> None:
 
 
 class Trainer:
-    """Trains one model into a run folder of `step-NNNNNNN` checkpoints and `metrics.jsonl`."""
+    """Trains one model into a run folder of `step-NNNNNNN` checkpoints and `metrics.jsonl`.
+
+    With `progress`, a progress bar goes to stderr and a line per evaluation to stdout.
+    """
 
     def __init__(self, run: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> None:
         self.out = Path(out)
@@ -168,7 +178,10 @@ class Trainer:
             run = replace(run, train=replace(saved_train, max_steps=run.train.max_steps, max_time=run.train.max_time))
         self.cfg = cfg = run.train
         self.device = pick_device(cfg.device)
-        self.tokenizer = load_tokenizer(cfg.tokenizer)
+        # A resumed run reads the copy of its tokenizer saved with the checkpoint.
+        self.tokenizer = (
+            load_tokenizer(cfg.tokenizer) if resume_from is None else load_checkpoint_tokenizer(resume_from)
+        )
         self.corpus = load_corpus(cfg.data, self.tokenizer, cfg.val_fraction)
         for split in ("train", "val"):
             if len(self.corpus.split(split)) < cfg.block_size + 1:
@@ -182,6 +195,7 @@ class Trainer:
             self.model = load_model(resume_from).to(self.device)
             if self.model.config.vocab_size != self.tokenizer.vocab_size:
                 raise DataError("the checkpoint's vocabulary does not match its tokenizer")
+            run = RunConfig(self.model.architecture, self.model.config, cfg)
         else:
             run = with_vocab(run, self.tokenizer.vocab_size)
             self.model = MODELS[run.architecture](run.model).to(self.device)
@@ -190,6 +204,7 @@ class Trainer:
         self.sampler = BatchSampler(self.corpus.split("train"), cfg.block_size, cfg.batch_size, cfg.seed)
         self.step = 0
         self.tokens_seen = 0
+        self.train_seconds = 0.0  # time spent in training steps, evaluations and saving excluded
         self.last_checkpoint: Path | None = None
         if resume_from is not None:
             state = load_trainer_state(resume_from)
@@ -197,6 +212,7 @@ class Trainer:
             self.sampler.load_state_dict(state["sampler"])
             _set_rng_state(state["rng"])
             self.step, self.tokens_seen = state["step"], state["tokens_seen"]
+            self.train_seconds = state.get("train_seconds", 0.0)
             self._forget_metrics_after(self.step)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
 
@@ -253,6 +269,7 @@ class Trainer:
             "rng": _rng_state(),
             "step": self.step,
             "tokens_seen": self.tokens_seen,
+            "train_seconds": self.train_seconds,
         }
         folder = save_model(
             self.model,
@@ -282,15 +299,17 @@ class Trainer:
             dynamic_ncols=True,
             file=sys.stderr,
         )
-        start, start_tokens = time.perf_counter(), self.tokens_seen
+        start, start_tokens, start_seconds = time.perf_counter(), self.tokens_seen, self.train_seconds
         last_eval: dict = {}
         try:
             while self.step < cfg.max_steps:
+                step_start = time.perf_counter()
                 loss = self.train_step()
+                self.train_seconds += time.perf_counter() - step_start
                 if not math.isfinite(loss):
                     raise DataError(f"training diverged at step {self.step} (loss {loss}); lower --lr")
                 elapsed = time.perf_counter() - start
-                tokens_per_s = (self.tokens_seen - start_tokens) / max(elapsed, 1e-9)
+                tokens_per_s = (self.tokens_seen - start_tokens) / max(self.train_seconds - start_seconds, 1e-9)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:.0f}")
                 if self.step % cfg.log_interval == 0:
@@ -300,18 +319,24 @@ class Trainer:
                             "train_loss": loss,
                             "lr": learning_rate(self.step - 1, cfg),
                             "tokens": self.tokens_seen,
-                            "elapsed_s": round(elapsed, 3),
+                            "train_s": round(self.train_seconds, 3),
                             "tokens_per_s": round(tokens_per_s, 1),
                         }
                     )
                 out_of_time = cfg.max_time and elapsed >= cfg.max_time
                 if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps or out_of_time:
-                    last_eval = {"step": self.step, **self.evaluate()}
+                    last_eval = {
+                        "step": self.step,
+                        "tokens": self.tokens_seen,
+                        "train_s": round(self.train_seconds, 3),
+                        **self.evaluate(),
+                    }
                     self.log(last_eval)
-                    bar.write(
-                        f"step {self.step:6d} | train loss {loss:.4f} | val loss {last_eval['val_loss']:.4f}"
-                        f" | val bpb {last_eval['val_bpb']:.4f} | {tokens_per_s:.0f} tok/s"
-                    )
+                    if self.progress:
+                        bar.write(
+                            f"step {self.step:6d} | train loss {loss:.4f} | val loss {last_eval['val_loss']:.4f}"
+                            f" | val bpb {last_eval['val_bpb']:.4f} | {tokens_per_s:.0f} tok/s"
+                        )
                     self.save()
                 if out_of_time:
                     break

@@ -1,0 +1,127 @@
+"""Training and inference throughput of BDH and GPT against sequence length, and their FLOPs
+utilisation: achieved model FLOP/s over the machine's dense matmul peak, measured in the same run.
+
+    python benchmarks/throughput.py            # sequence lengths 128 to 4096, a few minutes
+    python benchmarks/throughput.py --quick    # 128 and 512, under a minute
+    python benchmarks/throughput.py --device cuda
+
+Model FLOPs per token come from the architecture (`flops_per_token` of each config, forward;
+a training step counts 3x). The peak is a large square matmul: fp32 on the CPU, bf16 on CUDA,
+matching the precision the models run in there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+from synaptorch.models import MODELS
+from synaptorch.train.config import build_run_config
+from synaptorch.train.trainer import autocast_for, pick_device
+
+from common import machine
+
+MODELS_MEASURED = (("bdh", "cpu-tiny"), ("gpt", "cpu-tiny"), ("gpt", "cpu-tiny-flops"))
+
+
+def seconds_per_call(fn, device: torch.device, min_seconds: float, min_calls: int = 2) -> float:
+    """Mean time of `fn()` after one warm-up call, over at least min_calls and min_seconds."""
+    fn()
+    _sync(device)
+    calls, start = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - start < min_seconds:
+        fn()
+        calls += 1
+    _sync(device)
+    return (time.perf_counter() - start) / calls
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_flops(device: torch.device, min_seconds: float) -> tuple[float, str]:
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / seconds_per_call(lambda: a @ b, device, min_seconds, min_calls=5), str(dtype)
+
+
+def measure(architecture: str, preset: str, seq_len: int, tokens_per_batch: int, device, min_seconds: float) -> dict:
+    config = build_run_config(preset, architecture=architecture).model
+    torch.manual_seed(0)
+    model = MODELS[architecture](config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = max(1, tokens_per_batch // seq_len)
+    idx = torch.randint(0, config.vocab_size, (batch, seq_len + 1), device=device)
+
+    def train_step() -> None:
+        with autocast_for(device):
+            logits = model(idx[:, :-1])
+        F.cross_entropy(logits.float().flatten(0, 1), idx[:, 1:].flatten()).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def forward() -> None:
+        with autocast_for(device):
+            model(idx[:, :-1])
+
+    tokens = batch * seq_len
+    flops = config.flops_per_token(seq_len)
+    model.train()
+    train_s = seconds_per_call(train_step, device, min_seconds)
+    model.eval()
+    infer_s = seconds_per_call(forward, device, min_seconds)
+    return {
+        "model": f"{architecture}:{preset}",
+        "seq_len": seq_len,
+        "batch": batch,
+        "flops_per_token": flops,
+        "train_tokens_per_s": round(tokens / train_s, 1),
+        "train_flops_per_s": 3 * flops * tokens / train_s,
+        "infer_tokens_per_s": round(tokens / infer_s, 1),
+        "infer_flops_per_s": flops * tokens / infer_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seq-lens", default="128,256,512,1024,2048,4096")
+    parser.add_argument("--tokens-per-batch", type=int, default=2048)
+    parser.add_argument("--min-seconds", type=float, default=2.0, help="per measurement")
+    parser.add_argument("--quick", action="store_true", help="128 and 512 only, short timings")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    seq_lens = [128, 512] if args.quick else [int(s) for s in args.seq_lens.split(",")]
+    min_seconds = 0.3 if args.quick else args.min_seconds
+    device = pick_device(args.device)
+
+    peak, peak_dtype = matmul_peak_flops(device, min_seconds)
+    rows = []
+    for architecture, preset in MODELS_MEASURED:
+        for seq_len in seq_lens:
+            row = measure(architecture, preset, seq_len, args.tokens_per_batch, device, min_seconds)
+            row["train_mfu"] = round(row["train_flops_per_s"] / peak, 4)
+            row["infer_mfu"] = round(row["infer_flops_per_s"] / peak, 4)
+            row["train_flops_per_s"] = round(row["train_flops_per_s"] / 1e9, 2)  # GFLOP/s from here on
+            row["infer_flops_per_s"] = round(row["infer_flops_per_s"] / 1e9, 2)
+            rows.append(row)
+    record = {
+        "benchmark": "throughput",
+        "device": str(device),
+        "matmul_peak_gflops": round(peak / 1e9, 1),
+        "peak_dtype": peak_dtype,
+        "flops_unit": "GFLOP/s",
+        "rows": rows,
+        "machine": machine(),
+    }
+    print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()
