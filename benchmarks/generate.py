@@ -41,7 +41,8 @@ def measure_generation(model: nn.Module, contexts: list[int], tokens: int, repea
     increasing order, each prefilled alone, then the state and the resident memory are read.
     """
     model.eval()
-    prompts = {c: torch.randint(0, model.config.vocab_size, (1, c)) for c in contexts}
+    device = next(model.parameters()).device
+    prompts = {c: torch.randint(0, model.config.vocab_size, (1, c), device=device) for c in contexts}
     memory = {}
     for context in contexts:
         _, state = prefill(model, prompts[context])
@@ -58,6 +59,8 @@ def measure_generation(model: nn.Module, contexts: list[int], tokens: int, repea
                 for _ in range(10):
                     start = time.perf_counter()
                     next(stream, None)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
                     latencies[context].append(time.perf_counter() - start)
         del streams
     per_context = {

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synaptorch import BDH, BDHConfig
+from synaptorch import BDH, GPT, BDHConfig, GPTConfig
 from synaptorch.errors import ConfigError
 from synaptorch.models.sampling import filter_logits, generate, stream_tokens
 
@@ -46,8 +46,11 @@ def test_filtered_distribution_is_valid(values, top_p, top_k, temperature):
     assert math.isclose(probs.sum().item(), 1.0, rel_tol=1e-5)
 
 
-def test_greedy_generation_equals_argmax_of_full_recompute():
-    model = tiny_model().eval()
+@pytest.mark.parametrize("architecture", ["bdh", "gpt"])
+def test_greedy_generation_equals_argmax_of_full_recompute(architecture):
+    torch.manual_seed(0)
+    model = tiny_model() if architecture == "bdh" else GPT(GPTConfig(n_layer=2, n_embd=32, n_head=4))
+    model.eval()
     prompt = torch.randint(0, 256, (2, 7))
     out = generate(model, prompt, 12, temperature=0.0, prefill_chunk=3)
     seq = prompt

@@ -17,7 +17,7 @@ the chunk plus one read of rho, so chunks of length 1 are the plain recurrence.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from synaptorch.errors import ConfigError
+from synaptorch.models.config import ModelConfig
 
 
 @dataclass(frozen=True)
-class BDHConfig:
+class BDHConfig(ModelConfig):
     n_layer: int = 6
     n_embd: int = 256
     n_head: int = 4
@@ -37,28 +38,12 @@ class BDHConfig:
     dropout: float = 0.1
     rope_theta: float = 2.0**16
 
+    positive_ints = ("n_layer", "n_embd", "n_head", "n_neuron", "vocab_size")
+
     def __post_init__(self) -> None:
-        for name in ("n_layer", "n_embd", "n_head", "n_neuron", "vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        self.check()
         if self.n_neuron % 2:
             raise ConfigError(f"n_neuron must be even for RoPE pairs, got {self.n_neuron}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not self.rope_theta > 1.0:
-            raise ConfigError(f"rope_theta must be > 1, got {self.rope_theta}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> BDHConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown BDH config keys: {', '.join(unknown)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @property
     def n_params(self) -> int:

@@ -8,7 +8,7 @@ BDH's fixed-size synapse state, the cache grows by one key and one value per tok
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,10 +16,11 @@ from torch import Tensor, nn
 
 from synaptorch.errors import ConfigError
 from synaptorch.models.bdh import rope, rope_angles
+from synaptorch.models.config import ModelConfig
 
 
 @dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(ModelConfig):
     n_layer: int = 6
     n_embd: int = 384
     n_head: int = 6
@@ -28,27 +29,12 @@ class GPTConfig:
     dropout: float = 0.0
     rope_theta: float = 10_000.0
 
+    positive_ints = ("n_layer", "n_embd", "n_head", "vocab_size", "mlp_ratio")
+
     def __post_init__(self) -> None:
-        for name in ("n_layer", "n_embd", "n_head", "vocab_size", "mlp_ratio"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        self.check()
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
             raise ConfigError(f"n_embd / n_head must be an even integer, got {self.n_embd} / {self.n_head}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not self.rope_theta > 1.0:
-            raise ConfigError(f"rope_theta must be > 1, got {self.rope_theta}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> GPTConfig:
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown GPT config keys: {', '.join(unknown)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @property
     def head_dim(self) -> int:

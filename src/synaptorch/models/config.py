@@ -1,0 +1,35 @@
+"""What every model config shares: dict round trips and the checks of common fields."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from typing import Self
+
+from synaptorch.errors import ConfigError
+
+
+class ModelConfig:
+    """Base of the frozen dataclasses that configure a model."""
+
+    positive_ints: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        """Refuse non-positive sizes, dropout outside [0, 1) and a RoPE base of 1 or less."""
+        for name in self.positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.rope_theta > 1.0:
+            raise ConfigError(f"rope_theta must be > 1, got {self.rope_theta}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Self:
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
