@@ -43,10 +43,11 @@ def train_for_budget(
     data: str | Path = SHAKESPEARE,
     **train_overrides,
 ):
-    """Train a preset for about `budget_s` seconds of training steps; returns the Trainer.
+    """Train a preset for a wall-clock budget of `budget_s` seconds; returns the Trainer.
 
-    The step count comes from timing a few steps of a throwaway copy, so that the cosine
-    schedule ends with the budget; `max_time` stops the run at the budget in any case.
+    A throwaway copy times a few steps, one evaluation and one checkpoint, and the step count is
+    set so that steps plus periodic evaluations fill the budget and the cosine schedule ends with
+    it; `max_time` stops the run at the budget in any case.
     """
     from synaptorch.train.config import build_run_config
     from synaptorch.train.trainer import Trainer
@@ -59,9 +60,14 @@ def train_for_budget(
     for _ in range(5):
         probe.train_step()
     seconds_per_step = (time.perf_counter() - start) / 5
+    probe.evaluate()  # the first evaluation pays one-off costs too
+    start = time.perf_counter()
+    probe.evaluate()
+    probe.save()
+    seconds_per_eval = time.perf_counter() - start
     del probe
-    # Evaluations and checkpoints take about 8% of the budget.
-    max_steps = max(1, int(0.92 * budget_s / seconds_per_step))
+    step_share = seconds_per_step + seconds_per_eval / run.train.eval_interval
+    max_steps = max(1, int(0.97 * budget_s / step_share))
     run = build_run_config(preset, architecture=architecture, train_overrides={**overrides, "max_steps": max_steps})
     trainer = Trainer(run, Path(out) / "run", progress=False)
     trainer.fit()

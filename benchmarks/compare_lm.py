@@ -5,7 +5,8 @@
     python benchmarks/compare_lm.py --gpt-preset cpu-tiny-flops --plot compare.png
 
 Both models see the same batches in the same order (same seed, same data, same block and
-batch size) from the same trainer. Prints one JSON line with, for each model, its validation
+batch size) from the same trainer. Points of the curves score 16,384 evenly spaced validation
+tokens; the final loss scores the whole validation split. Prints one JSON line with, for each model, its validation
 loss curve against tokens and against seconds of training steps, and the final validation loss
 on the whole validation split; `--plot` writes both curves.
 """
@@ -25,7 +26,7 @@ from common import SHAKESPEARE, machine, save_figure, train_for_budget
 def run_model(architecture: str, preset: str, budget: float, eval_interval: int, data: str, device: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = train_for_budget(
-            tmp, budget, preset, architecture, data=data, eval_interval=eval_interval, device=device
+            tmp, budget, preset, architecture, data=data, eval_interval=eval_interval, eval_tokens=16384, device=device
         )
         records = [json.loads(line) for line in (Path(tmp) / "run" / METRICS).read_text().splitlines()]
         final = trainer.evaluate(max_tokens=0)

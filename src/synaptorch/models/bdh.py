@@ -53,13 +53,13 @@ class BDHConfig(ModelConfig):
     def flops_per_token(self, seq_len: int) -> int:
         """Forward FLOPs (2 per multiply-add) per token of a sequence of seq_len; training is 3x.
 
-        Per layer: Dx, Dy and E (2 * d * nh * N each), scores against seq_len positions over
-        nh * N neurons, the weighted sum of seq_len values of width d per head; then the readout.
-        The full seq_len is counted, as is usual for attention, not the causal half.
+        Per layer: Dx, Dy and E (2 * d * nh * N each), then scores over nh * N neurons and the
+        weighted sum of values of width d per head against seq_len / 2 positions, the mean number
+        a token sees under the causal mask; then the readout. Work on masked scores is not counted.
         """
-        d, neurons = self.n_embd, self.n_head * self.n_neuron
-        per_layer = 3 * 2 * d * neurons + 2 * seq_len * neurons + 2 * seq_len * self.n_head * d
-        return self.n_layer * per_layer + 2 * d * self.vocab_size
+        d, neurons, seen = self.n_embd, self.n_head * self.n_neuron, seq_len / 2
+        per_layer = 3 * 2 * d * neurons + 2 * seen * neurons + 2 * seen * self.n_head * d
+        return round(self.n_layer * per_layer + 2 * d * self.vocab_size)
 
 
 @dataclass

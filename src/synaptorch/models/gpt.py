@@ -50,12 +50,12 @@ class GPTConfig(ModelConfig):
         """Forward FLOPs (2 per multiply-add) per token of a sequence of seq_len; training is 3x.
 
         Per layer: the q, k, v and output projections (4 d^2 weights) and the MLP (2 mlp_ratio d^2)
-        at 2 FLOPs per weight, scores and weighted values against seq_len positions (2 * 2 * seq_len
-        * d); then the tied readout. The full seq_len is counted, not the causal half.
+        at 2 FLOPs per weight, then scores and weighted values (2 * 2 * d) against seq_len / 2
+        positions, the mean number a token sees under the causal mask; then the tied readout.
         """
         d = self.n_embd
-        per_layer = 2 * (4 + 2 * self.mlp_ratio) * d * d + 4 * seq_len * d
-        return self.n_layer * per_layer + 2 * d * self.vocab_size
+        per_layer = 2 * (4 + 2 * self.mlp_ratio) * d * d + 4 * (seq_len / 2) * d
+        return round(self.n_layer * per_layer + 2 * d * self.vocab_size)
 
 
 @dataclass

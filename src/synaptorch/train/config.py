@@ -102,13 +102,13 @@ PRESETS: dict[str, dict[str, dict]] = {
     "gpt": {
         # 467,808 parameters (BDH cpu-tiny: 458,752).
         "cpu-tiny": {"model": {"n_layer": 4, "n_embd": 96, "n_head": 4, "dropout": 0.0}, "train": _CPU_TRAIN},
-        # 4.65 MFLOP per token forward at 128 tokens (BDH cpu-tiny: 4.78); 2.0M parameters.
-        "cpu-tiny-flops": {"model": {"n_layer": 10, "n_embd": 128, "n_head": 4, "dropout": 0.0}, "train": _CPU_TRAIN},
+        # 3.90 MFLOP per token forward at 128 tokens (BDH cpu-tiny: 4.00); 1.8M parameters.
+        "cpu-tiny-flops": {"model": {"n_layer": 9, "n_embd": 128, "n_head": 4, "dropout": 0.0}, "train": _CPU_TRAIN},
         # 25.3M parameters (BDH paper-25m: 25.3M).
         "paper-25m": {"model": {"n_layer": 8, "n_embd": 512, "n_head": 8, "dropout": 0.1}, "train": _GPU_TRAIN},
-        # 519 MFLOP per token forward at 512 tokens (BDH paper-25m: 509); 240M parameters.
+        # 394 MFLOP per token forward at 512 tokens (BDH paper-25m: 406); 189M parameters.
         "paper-25m-flops": {
-            "model": {"n_layer": 19, "n_embd": 1024, "n_head": 16, "dropout": 0.1},
+            "model": {"n_layer": 15, "n_embd": 1024, "n_head": 16, "dropout": 0.1},
             "train": _GPU_TRAIN,
         },
     },
