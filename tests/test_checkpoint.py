@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from synaptorch import BDH, BDHConfig
+from synaptorch import BDH, GPT, BDHConfig, GPTConfig
 from synaptorch.checkpoint import (
     load_checkpoint_tokenizer,
     load_model,
@@ -25,6 +25,18 @@ def tiny_model(seed=0, **overrides) -> BDH:
     torch.manual_seed(seed)
     config = {"n_layer": 2, "n_embd": 16, "n_head": 2, "n_neuron": 32, "dropout": 0.0, **overrides}
     return BDH(BDHConfig(**config)).eval()
+
+
+def test_gpt_round_trip_and_architecture_check(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_embd=16, n_head=2)).eval()
+    model.save_pretrained(tmp_path / "gpt")
+    loaded = GPT.from_pretrained(tmp_path / "gpt").eval()
+    idx = torch.randint(0, 256, (1, 7))
+    assert torch.equal(loaded(idx), model(idx))
+    assert read_meta(tmp_path / "gpt")["architecture"] == "gpt"
+    with pytest.raises(CheckpointError, match="not a BDH"):
+        BDH.from_pretrained(tmp_path / "gpt")
 
 
 def test_round_trip_gives_identical_logits(tmp_path):

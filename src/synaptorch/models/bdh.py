@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from synaptorch.errors import ConfigError
+from synaptorch.models.base import LanguageModel
 from synaptorch.models.config import ModelConfig
 
 
@@ -95,7 +95,7 @@ def layer_norm(x: Tensor) -> Tensor:
     return F.layer_norm(x, x.shape[-1:])
 
 
-class BDH(nn.Module):
+class BDH(LanguageModel):
     architecture = "bdh"
     config_class = BDHConfig
 
@@ -159,19 +159,3 @@ class BDH(nn.Module):
         xy = self.drop(x_sparse * y_sparse)
         y = xy.transpose(1, 2).reshape(B, 1, T, -1) @ self.decoder  # (B, 1, T, d)
         return layer_norm(x + layer_norm(y)), rho
-
-    # --- checkpoints -------------------------------------------------------------------
-
-    def save_pretrained(self, folder: str | Path, **extra) -> None:
-        from synaptorch.checkpoint import save_model
-
-        save_model(self, folder, **extra)
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> BDH:
-        from synaptorch.checkpoint import load_model
-
-        model = load_model(folder, map_location=map_location)
-        if not isinstance(model, cls):
-            raise ConfigError(f"{folder} holds a {type(model).__name__}, not a BDH")
-        return model

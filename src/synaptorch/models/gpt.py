@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from synaptorch.errors import ConfigError
+from synaptorch.models.base import LanguageModel
 from synaptorch.models.bdh import rope, rope_angles
 from synaptorch.models.config import ModelConfig
 
@@ -101,7 +102,7 @@ class Block(nn.Module):
         return self.c.dropout if self.training else 0.0
 
 
-class GPT(nn.Module):
+class GPT(LanguageModel):
     architecture = "gpt"
     config_class = GPTConfig
 

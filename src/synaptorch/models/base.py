@@ -1,0 +1,33 @@
+"""What every language model of synaptorch shares: saving to and loading from checkpoint folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+
+import torch
+from torch import nn
+
+from synaptorch.errors import CheckpointError
+
+
+class LanguageModel(nn.Module):
+    """Base of the models: `model(idx)` gives logits, `forward_recurrent(idx, state)` streams."""
+
+    architecture: str  # the name stored in checkpoints
+
+    def save_pretrained(self, folder: str | Path, **extra) -> None:
+        """Write a checkpoint folder (config.json + model.safetensors); `extra` goes into config.json."""
+        from synaptorch.checkpoint import save_model
+
+        save_model(self, folder, **extra)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> Self:
+        """Load a checkpoint folder, or a run folder's latest checkpoint, of this architecture."""
+        from synaptorch.checkpoint import load_model
+
+        model = load_model(folder, map_location=map_location)
+        if not isinstance(model, cls):
+            raise CheckpointError(f"{folder} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
