@@ -35,6 +35,23 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+# The models the comparison benchmarks measure: BDH and its GPT matched by parameters and by FLOPs.
+MODELS_MEASURED = (("bdh", "cpu-tiny"), ("gpt", "cpu-tiny"), ("gpt", "cpu-tiny-flops"))
+
+
+def training_step(model, optimizer, idx) -> None:
+    """One step of next-token training on idx (B, T + 1), as the trainer takes it."""
+    import torch.nn.functional as F
+
+    from synaptorch.train.trainer import autocast_for
+
+    with autocast_for(idx.device):
+        logits = model(idx[:, :-1])
+    F.cross_entropy(logits.float().flatten(0, 1), idx[:, 1:].flatten()).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def train_for_budget(
     out: str | Path,
     budget_s: float,

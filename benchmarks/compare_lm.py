@@ -18,7 +18,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from synaptorch.train.trainer import METRICS
+from synaptorch.train.trainer import read_metrics
 
 from common import SHAKESPEARE, machine, save_figure, train_for_budget
 
@@ -28,7 +28,7 @@ def run_model(architecture: str, preset: str, budget: float, eval_interval: int,
         trainer = train_for_budget(
             tmp, budget, preset, architecture, data=data, eval_interval=eval_interval, eval_tokens=16384, device=device
         )
-        records = [json.loads(line) for line in (Path(tmp) / "run" / METRICS).read_text().splitlines()]
+        records = read_metrics(Path(tmp) / "run")
         final = trainer.evaluate(max_tokens=0)
     curve = [
         {k: r[k] for k in ("step", "tokens", "train_s")} | {"val_loss": round(r["val_loss"], 4)}

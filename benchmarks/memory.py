@@ -17,15 +17,12 @@ import subprocess
 import sys
 
 import torch
-import torch.nn.functional as F
 
 from synaptorch.models import MODELS
 from synaptorch.train.config import build_run_config
-from synaptorch.train.trainer import autocast_for, pick_device
+from synaptorch.train.trainer import pick_device
 
-from common import current_rss_mib, machine, peak_rss_mib
-
-MODELS_MEASURED = (("bdh", "cpu-tiny"), ("gpt", "cpu-tiny"), ("gpt", "cpu-tiny-flops"))
+from common import MODELS_MEASURED, current_rss_mib, machine, peak_rss_mib, training_step
 
 
 def one_step_peak_mib(architecture: str, preset: str, seq_len: int, device: torch.device) -> float:
@@ -39,10 +36,7 @@ def one_step_peak_mib(architecture: str, preset: str, seq_len: int, device: torc
         before = torch.cuda.memory_allocated(device)
     else:
         before = current_rss_mib()
-    with autocast_for(device):
-        logits = model(idx[:, :-1])
-    F.cross_entropy(logits.float().flatten(0, 1), idx[:, 1:].flatten()).backward()
-    optimizer.step()
+    training_step(model, optimizer, idx)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20

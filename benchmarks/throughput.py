@@ -18,15 +18,12 @@ import json
 import time
 
 import torch
-import torch.nn.functional as F
 
 from synaptorch.models import MODELS
 from synaptorch.train.config import build_run_config
 from synaptorch.train.trainer import autocast_for, pick_device
 
-from common import machine
-
-MODELS_MEASURED = (("bdh", "cpu-tiny"), ("gpt", "cpu-tiny"), ("gpt", "cpu-tiny-flops"))
+from common import MODELS_MEASURED, machine, training_step
 
 
 def seconds_per_call(fn, device: torch.device, min_seconds: float, min_calls: int = 2) -> float:
@@ -70,13 +67,6 @@ def measure(architecture: str, preset: str, seq_len: int, tokens_per_batch: int,
     batch = max(1, tokens_per_batch // seq_len)
     idx = torch.randint(0, config.vocab_size, (batch, seq_len + 1), device=device)
 
-    def train_step() -> None:
-        with autocast_for(device):
-            logits = model(idx[:, :-1])
-        F.cross_entropy(logits.float().flatten(0, 1), idx[:, 1:].flatten()).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
     @torch.no_grad()
     def forward() -> None:
         with autocast_for(device):
@@ -85,7 +75,7 @@ def measure(architecture: str, preset: str, seq_len: int, tokens_per_batch: int,
     tokens = batch * seq_len
     flops = config.flops_per_token(seq_len)
     model.train()
-    train_s = seconds_per_call(train_step, device, min_seconds)
+    train_s = seconds_per_call(lambda: training_step(model, optimizer, idx), device, min_seconds)
     model.eval()
     infer_s = seconds_per_call(forward, device, min_seconds)
     return {

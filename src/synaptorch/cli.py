@@ -256,6 +256,7 @@ def eval_command(checkpoint, data, split, val_fraction, tokenizer, block_size, b
 def info(checkpoint) -> None:
     """Config, parameter count and training state of a checkpoint (or a run's latest)."""
     from synaptorch.checkpoint import TRAINER, load_model, read_meta, resolve_checkpoint
+    from synaptorch.train.trainer import read_metrics
 
     folder = resolve_checkpoint(checkpoint)
     meta = read_meta(folder)
@@ -272,22 +273,9 @@ def info(checkpoint) -> None:
         corpus = meta.get("corpus", {})
         click.echo(f"corpus       {corpus.get('name', '?')} (sha256 {corpus.get('sha256', '?')[:12]})")
         click.echo(f"resumable    {'yes' if (folder / TRAINER).is_file() else 'no'}")
-    metrics = folder.parent / "metrics.jsonl"
-    if metrics.is_file():
-        evals = [r for r in _read_records(metrics) if "val_loss" in r and r["step"] <= meta.get("step", 0)]
-        if evals:
-            click.echo(f"val loss     {evals[-1]['val_loss']:.4f} nats/token at step {evals[-1]['step']}")
-
-
-def _read_records(path: Path) -> list[dict]:
-    """The records of a metrics.jsonl, skipping a line that a crash cut short."""
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    evals = [r for r in read_metrics(folder.parent) if "val_loss" in r and r["step"] <= meta.get("step", 0)]
+    if evals:
+        click.echo(f"val loss     {evals[-1]['val_loss']:.4f} nats/token at step {evals[-1]['step']}")
 
 
 # --- convert --------------------------------------------------------------------------------

@@ -131,12 +131,16 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False)
 
 
-def _logged_step(line: str) -> float:
-    """The step of a metrics line; a line cut short by a crash counts as after every step."""
-    try:
-        return json.loads(line)["step"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return math.inf
+def read_metrics(run_folder: str | Path) -> list[dict]:
+    """The records of a run's metrics.jsonl, skipping a line that a crash cut short."""
+    path = Path(run_folder) / METRICS
+    records = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def _rng_state() -> dict:
@@ -257,10 +261,9 @@ class Trainer:
 
     def _forget_metrics_after(self, step: int) -> None:
         """Drop records of steps that a crash lost, so a resumed run logs each step once."""
-        path = self.out / METRICS
-        if path.is_file():
-            kept = [line for line in path.read_text().splitlines(keepends=True) if _logged_step(line) <= step]
-            path.write_text("".join(kept))
+        if (self.out / METRICS).is_file():
+            kept = [record for record in read_metrics(self.out) if record["step"] <= step]
+            (self.out / METRICS).write_text("".join(json.dumps(record) + "\n" for record in kept))
 
     def save(self) -> Path:
         state = {
