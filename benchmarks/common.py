@@ -14,6 +14,27 @@ REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 
+def matmul_peak_flops(device: torch.device) -> tuple[float, str]:
+    """The best rate of single large square matmuls: fp32 on the CPU, bf16 on CUDA."""
+    sizes, dtype = ((4096, 8192), torch.bfloat16) if device.type == "cuda" else ((2048, 3072), torch.float32)
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+        a @ b
+        for _ in range(8):
+            sync(device)
+            start = time.perf_counter()
+            a @ b
+            sync(device)
+            best = max(best, 2 * n**3 / (time.perf_counter() - start))
+    return best, str(dtype)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

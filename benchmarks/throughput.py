@@ -23,40 +23,19 @@ from synaptorch.models import MODELS
 from synaptorch.train.config import build_run_config
 from synaptorch.train.trainer import autocast_for, pick_device
 
-from common import MODELS_MEASURED, machine, training_step
+from common import MODELS_MEASURED, machine, matmul_peak_flops, sync, training_step
 
 
 def seconds_per_call(fn, device: torch.device, min_seconds: float, min_calls: int = 2) -> float:
     """Mean time of `fn()` after one warm-up call, over at least min_calls and min_seconds."""
     fn()
-    _sync(device)
+    sync(device)
     calls, start = 0, time.perf_counter()
     while calls < min_calls or time.perf_counter() - start < min_seconds:
         fn()
         calls += 1
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - start) / calls
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_peak_flops(device: torch.device) -> tuple[float, str]:
-    """The best rate of single large square matmuls: fp32 on the CPU, bf16 on CUDA."""
-    sizes, dtype = ((4096, 8192), torch.bfloat16) if device.type == "cuda" else ((2048, 3072), torch.float32)
-    best = 0.0
-    for n in sizes:
-        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-        a @ b
-        for _ in range(8):
-            _sync(device)
-            start = time.perf_counter()
-            a @ b
-            _sync(device)
-            best = max(best, 2 * n**3 / (time.perf_counter() - start))
-    return best, str(dtype)
 
 
 def measure(architecture: str, preset: str, seq_len: int, tokens_per_batch: int, device, min_seconds: float) -> dict:

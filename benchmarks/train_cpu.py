@@ -25,10 +25,12 @@ def main() -> None:
     parser.add_argument("--preset", default="cpu-tiny")
     parser.add_argument("--budget", type=float, default=600.0, help="seconds of training steps")
     parser.add_argument("--eval-interval", type=int, default=250)
+    parser.add_argument("--out", help="keep the run here (its checkpoints in OUT/run); default: a temporary folder")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = train_for_budget(tmp, args.budget, args.preset, data=args.data, eval_interval=args.eval_interval)
+        out = args.out or tmp
+        trainer = train_for_budget(out, args.budget, args.preset, data=args.data, eval_interval=args.eval_interval)
         final = trainer.evaluate(max_tokens=0)
 
     record = {

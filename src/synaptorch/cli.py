@@ -63,6 +63,7 @@ TRAIN_FLAGS = (
     "seed",
     "device",
     "compile",
+    "recompute",
     "max_time",
 )
 
@@ -106,6 +107,9 @@ PRESET_HELP = "; ".join(f"{arch}: {', '.join(names)}" for arch, names in PRESETS
 @click.option("--seed", type=int, help="Seed of weights, dropout and data order.")
 @click.option("--device", help="auto, cpu or cuda (bf16 autocast on CUDA).")
 @click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
+@click.option(
+    "--recompute/--no-recompute", default=None, help="Recompute layers in the backward pass: less memory, more time."
+)
 @click.option("--max-time", type=float, help="Stop after this many seconds, with a checkpoint (0: no limit).")
 @click.option("--sample-tokens", default=300, show_default=True, help="Tokens to sample from the model at the end.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no evaluation lines.")
@@ -163,8 +167,9 @@ def _print_sample(trainer, n_tokens: int) -> None:
 @click.option("--top-p", default=1.0, show_default=True, type=float, help="Nucleus sampling mass (1: off).")
 @click.option("--seed", type=int, help="Seed for reproducible samples.")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--compile", "compile_step", is_flag=True, help="BDH: compile the per-token step (a one-off cost).")
 @user_errors
-def generate(checkpoint, prompt, max_new_tokens, temperature, top_k, top_p, seed, device) -> None:
+def generate(checkpoint, prompt, max_new_tokens, temperature, top_k, top_p, seed, device, compile_step) -> None:
     """Stream a continuation of --prompt; memory and time per token do not grow with context."""
     from synaptorch.checkpoint import load_checkpoint_tokenizer, load_model
     from synaptorch.data.tokenizer import StreamDecoder
@@ -173,6 +178,8 @@ def generate(checkpoint, prompt, max_new_tokens, temperature, top_k, top_p, seed
 
     dev = pick_device(device)
     model = load_model(checkpoint, map_location=dev)
+    if compile_step and hasattr(model, "compile_step"):
+        model.compile_step()
     tokenizer = load_checkpoint_tokenizer(checkpoint)
     ids = tokenizer.encode(prompt)
     if not ids:

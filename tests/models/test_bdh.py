@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from synaptorch import BDH, BDHConfig
 from synaptorch.errors import ConfigError
-from synaptorch.models.bdh import rope, rope_angles
+from synaptorch.models.bdh import rope, rope_phasors
 
 
 def tiny_model(seed=0, **overrides) -> BDH:
@@ -63,14 +63,21 @@ def test_model_is_causal():
     n_embd=st.integers(2, 24),
     batch=st.integers(1, 3),
     cuts=st.lists(st.integers(1, 39), max_size=6, unique=True),
+    attention_chunk=st.integers(1, 41),
     seed=st.integers(0, 2**16),
 )
-def test_parallel_equals_recurrent_and_any_chunking(n_layer, n_head, half_neurons, n_embd, batch, cuts, seed):
+def test_parallel_equals_recurrent_and_any_chunking(
+    n_layer, n_head, half_neurons, n_embd, batch, cuts, attention_chunk, seed
+):
     length = 40
     model = tiny_model(seed, n_layer=n_layer, n_head=n_head, n_neuron=2 * half_neurons, n_embd=n_embd)
+    model.chunk_size = attention_chunk
     idx = torch.randint(0, 256, (batch, length), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         parallel = model(idx)
+        model.attention = "naive"
+        torch.testing.assert_close(model(idx), parallel, rtol=0, atol=1e-4)
+        model.attention = "chunked"
         bounds = [0, *sorted(cuts), length]
         chunks, state = [], None
         for start, end in itertools.pairwise(bounds):
@@ -90,17 +97,16 @@ def test_synapse_state_is_the_sum_of_outer_products():
     idx = torch.randint(0, 256, (1, 9))
     _, state = model.forward_recurrent(idx)
     x = F.layer_norm(model.embed(idx), (16,)).unsqueeze(1)
-    cos, sin = rope_angles(32, model.config.rope_theta, 0, 9, "cpu")
-    q = rope(F.relu(x @ model.encoder_x), cos, sin)  # (1, nh, T, N)
+    phasors = rope_phasors(32, model.config.rope_theta, 0, 9, "cpu")
+    q = rope(F.relu(x @ model.encoder_x), phasors)  # (1, nh, T, N)
     expected = torch.einsum("bhtn,btd->bhnd", q, x[:, 0])
     torch.testing.assert_close(state.rho[0], expected.detach(), rtol=1e-5, atol=1e-5)
 
 
 def test_rope_rotates_pairs_by_position_angle():
     n, theta = 8, 2.0**16
-    cos, sin = rope_angles(n, theta, 3, 1, "cpu")
     v = torch.arange(1.0, n + 1).view(1, n)
-    out = rope(v, cos, sin)
+    out = rope(v, rope_phasors(n, theta, 3, 1, "cpu"))
     for k in range(n // 2):
         angle = torch.tensor(3 / theta ** (2 * k / n), dtype=torch.float64)
         a, b = v[0, 2 * k].double(), v[0, 2 * k + 1].double()
@@ -113,9 +119,7 @@ def test_rope_scores_depend_on_relative_position_only():
     v, w = torch.rand(1, 16), torch.rand(1, 16)
 
     def score(s, t):
-        cs, ss = rope_angles(16, 100.0, s, 1, "cpu")
-        ct, st_ = rope_angles(16, 100.0, t, 1, "cpu")
-        return (rope(v, cs, ss) * rope(w, ct, st_)).sum()
+        return (rope(v, rope_phasors(16, 100.0, s, 1, "cpu")) * rope(w, rope_phasors(16, 100.0, t, 1, "cpu"))).sum()
 
     torch.testing.assert_close(score(3, 10), score(1003, 1010), rtol=1e-5, atol=1e-5)
 
@@ -182,3 +186,91 @@ def test_config_round_trip_and_unknown_keys():
     assert BDHConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match="n_experts"):
         BDHConfig.from_dict({**config.to_dict(), "n_experts": 2})
+
+
+def logits_and_grads(model, idx):
+    logits = model(idx)
+    loss = F.cross_entropy(logits.flatten(0, 1), idx.roll(-1, 1).flatten())
+    return [logits, *torch.autograd.grad(loss, list(model.parameters()))]
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 7, 64])
+def test_chunked_and_recomputed_training_equal_the_naive_form(chunk_size):
+    model = tiny_model(n_layer=3).train()
+    idx = torch.randint(0, 256, (2, 70), generator=torch.Generator().manual_seed(1))
+    model.attention = "naive"
+    expected = logits_and_grads(model, idx)
+    model.attention, model.chunk_size = "chunked", chunk_size
+    for recompute in (False, True):
+        model.recompute = recompute
+        for got, want in zip(logits_and_grads(model, idx), expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_recompute_replays_the_same_dropout_masks():
+    idx = torch.randint(0, 256, (2, 30), generator=torch.Generator().manual_seed(2))
+    model = tiny_model(dropout=0.3).train()
+    torch.manual_seed(5)
+    stored = logits_and_grads(model, idx)
+    model.recompute = True
+    torch.manual_seed(5)
+    for got, want in zip(logits_and_grads(model, idx), stored, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("batch", "sparse_below"), [(1, 0.0), (2, 0.0), (1, 1.01), (1, 0.5)])
+def test_step_equals_the_recurrent_form(batch, sparse_below):
+    """The in-place generation step, dense or touching only active neurons, keeps the recurrence."""
+    model = tiny_model(n_layer=3)
+    model.sparse_below = sparse_below
+    prompt = torch.randint(0, 256, (batch, 6), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        _, reference = model.forward_recurrent(prompt)
+        _, fast = model.forward_recurrent(prompt)
+        for token in torch.randint(0, 256, (12, batch), generator=torch.Generator().manual_seed(4)):
+            expected, reference = model.forward_recurrent(token[:, None], reference)
+            logits, fast = model.step(token, fast)
+            torch.testing.assert_close(logits, expected[:, 0], rtol=0, atol=1e-5)
+    assert fast.position == reference.position == 18
+    for got, want in zip(fast.rho, reference.rho, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_sparse_step_touches_only_rows_of_active_neurons():
+    model = tiny_model(n_layer=1)
+    model.sparse_below = 1.01
+    state = model.initial_state(1)
+    model.step(torch.tensor([7]), state)
+    x = F.layer_norm(model.embed(torch.tensor([7])), (16,))
+    firing = (F.relu(x @ model._encoder_x_flat()).view(-1, 2) > 0).any(-1)  # pairs, as rope mixes them
+    written = state.rho[0].flatten(0, 1).abs().sum(-1).view(-1, 2).amax(-1) > 0
+    assert torch.equal(written, firing)
+
+
+def test_step_follows_weight_updates():
+    model = tiny_model()
+    prompt, token = torch.tensor([[1, 2, 3]]), torch.tensor([4])
+    before, _ = model.step(token, model.forward_recurrent(prompt)[1])
+    with torch.no_grad():
+        model.encoder_x.mul_(2)
+        after, _ = model.step(token, model.forward_recurrent(prompt)[1])
+        expected, _ = model.forward_recurrent(token[:, None], model.forward_recurrent(prompt)[1])
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected[:, 0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_step_and_compiled_training_equal_eager():
+    model = tiny_model()
+    compiled = tiny_model()
+    compiled.compile_step()
+    state, compiled_state = model.initial_state(1), compiled.initial_state(1)
+    for token in torch.tensor([[5], [9], [200]]):
+        expected, _ = model.step(token, state)
+        got, _ = compiled.step(token, compiled_state)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    model.chunk_size = 8
+    idx = torch.randint(0, 256, (2, 30), generator=torch.Generator().manual_seed(6))
+    eager = logits_and_grads(model, idx)
+    for got, want in zip(logits_and_grads(torch.compile(model), idx), eager, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

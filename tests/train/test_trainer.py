@@ -241,3 +241,20 @@ def test_max_tokens_scores_evenly_spaced_windows(model, tokens):
 def test_evaluate_loss_needs_one_whole_window(model):
     with pytest.raises(DataError, match="need more than"):
         evaluate_loss(model, np.zeros(BLOCK, dtype=np.uint8), BLOCK, 3, CPU)
+
+
+@pytest.mark.parametrize("architecture", ["bdh", "gpt"])
+def test_recompute_trains_the_same_as_storing_activations(corpus, tmp_path, architecture):
+    def losses(recompute):
+        run = tiny_run(corpus, recompute=recompute)
+        if architecture == "gpt":
+            run = build_run_config(
+                architecture="gpt",
+                model_overrides={"n_layer": 2, "n_embd": 16, "n_head": 2, "dropout": 0.2},
+                train_overrides={**run.train.to_dict(), "recompute": recompute},
+            )
+        trainer = Trainer(run, tmp_path / f"{architecture}-{recompute}", progress=False)
+        assert trainer.model.recompute is recompute
+        return [trainer.train_step() for _ in range(3)]
+
+    np.testing.assert_allclose(losses(True), losses(False), rtol=1e-5)

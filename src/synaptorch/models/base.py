@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Self
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from synaptorch.errors import CheckpointError
 
@@ -15,6 +15,15 @@ class LanguageModel(nn.Module):
     """Base of the models: `model(idx)` gives logits, `forward_recurrent(idx, state)` streams."""
 
     architecture: str  # the name stored in checkpoints
+
+    @torch.no_grad()
+    def step(self, token: Tensor, state) -> tuple[Tensor, object]:
+        """One token of generation: token (B,) -> logits (B, V) and the state after it.
+
+        The state passed in may be updated in place and must not be used again.
+        """
+        logits, state = self.forward_recurrent(token[:, None], state)
+        return logits[:, 0], state
 
     def save_pretrained(self, folder: str | Path, **extra) -> None:
         """Write a checkpoint folder (config.json + model.safetensors); `extra` goes into config.json."""

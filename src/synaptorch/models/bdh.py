@@ -22,10 +22,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from synaptorch.errors import ConfigError
 from synaptorch.models.base import LanguageModel
 from synaptorch.models.config import ModelConfig
+from synaptorch.models.linear_attention import causal_linear_attention, causal_linear_attention_reference
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,11 @@ class BDHConfig(ModelConfig):
         return round(self.n_layer * per_layer + 2 * d * self.vocab_size)
 
 
+# Neuron density below which one-token generation touches only the active neurons; measured by
+# benchmarks/sparsity.py.
+SPARSE_BELOW = 0.0
+
+
 @dataclass
 class BDHState:
     """Recurrent state: one synapse matrix per layer and the position of the next token."""
@@ -70,24 +77,29 @@ class BDHState:
     position: int
 
 
-def rope_angles(n_neuron: int, theta: float, start: int, length: int, device) -> tuple[Tensor, Tensor]:
-    """cos and sin (length, N/2) of the angle t / theta**(2k/N) for positions start..start+length.
+def rope_phasors(dim: int, theta: float, start: int, length: int, device) -> Tensor:
+    """Unit complex numbers (length, dim/2) e^{i t / theta**(2k/dim)} for positions start..start+length.
 
     The phase is reduced modulo one turn in float64, so position 16384 is as exact as position 0
     and every form of the model sees bit-identical rotations for the same position.
     """
-    pair = torch.arange(0, n_neuron, 2, device=device, dtype=torch.float64)
-    turns_per_step = theta ** (-pair / n_neuron) / (2 * math.pi)
+    pair = torch.arange(0, dim, 2, device=device, dtype=torch.float64)
+    turns_per_step = theta ** (-pair / dim) / (2 * math.pi)
     position = torch.arange(start, start + length, device=device, dtype=torch.float64)
     angle = (torch.outer(position, turns_per_step) % 1.0) * (2 * math.pi)
-    return torch.cos(angle).float(), torch.sin(angle).float()
+    return torch.polar(torch.ones_like(angle), angle).to(torch.complex64)
 
 
-def rope(v: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate adjacent pairs (2k, 2k+1) of the last dimension of v (..., T, N)."""
+def rope(v: Tensor, phasors: Tensor) -> Tensor:
+    """Rotate adjacent pairs (2k, 2k+1) of the last dimension of v (..., T, dim) by phasors (T, dim/2)."""
+    if v.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling():
+        # One complex multiply reads and writes v once, forward and backward; compiled code fuses
+        # the real form below instead, and half precision has no complex type to lean on.
+        rotated = torch.view_as_complex(v.unflatten(-1, (-1, 2))) * phasors.to(v.dtype.to_complex())
+        return torch.view_as_real(rotated).flatten(-2)
     pairs = v.unflatten(-1, (-1, 2))
     even, odd = pairs[..., 0], pairs[..., 1]
-    cos, sin = cos.to(v.dtype), sin.to(v.dtype)
+    cos, sin = phasors.real.to(v.dtype), phasors.imag.to(v.dtype)
     return torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(-2)
 
 
@@ -95,7 +107,35 @@ def layer_norm(x: Tensor) -> Tensor:
     return F.layer_norm(x, x.shape[-1:])
 
 
+def _dense_step(
+    x: Tensor, phasors: Tensor, rhos: list[Tensor], encoder_x: Tensor, encoder_y: Tensor, decoder: Tensor
+) -> tuple[Tensor, list[Tensor]]:
+    """The layers of one-token generation: x (B, d) -> x (B, d) and the synapse states after it."""
+    B = x.shape[0]
+    n_head, n_neuron = rhos[0].shape[1:3]
+    new_rhos = []
+    for rho in rhos:
+        x_sparse = F.relu(x @ encoder_x)  # (B, nh N)
+        q = rope(x_sparse, phasors).view(B, n_head, 1, n_neuron)
+        a = q @ rho  # (B, nh, 1, d), read before write
+        x_per_head = x.repeat_interleave(n_head, 0)[:, None]  # (B nh, 1, d)
+        new_rhos.append(torch.baddbmm(rho.flatten(0, 1), q.flatten(0, 1).mT, x_per_head).view_as(rho))
+        y_sparse = F.relu(layer_norm(a) @ encoder_y).view(B, -1)  # (B, nh N)
+        x = layer_norm(x + layer_norm((x_sparse * y_sparse) @ decoder))
+    return x, new_rhos
+
+
 class BDH(LanguageModel):
+    """BDH language model; the attention kernel is a runtime choice, not part of the checkpoint.
+
+    attention: "chunked" (linear cost, the default) or "naive" (the T x T parallel form).
+    chunk_size: chunk length of the chunked form, None to choose it from the shapes.
+    recompute: in training, keep only each layer's input and recompute the layer in the backward
+        pass: about a third more compute for a fraction of the activation memory.
+    sparse_below: in `step`, a layer whose share of firing neurons is below this takes the sparse
+        path (0 turns it off).
+    """
+
     architecture = "bdh"
     config_class = BDHConfig
 
@@ -109,6 +149,13 @@ class BDH(LanguageModel):
         self.decoder = nn.Parameter(torch.empty(c.n_head * c.n_neuron, c.n_embd))  # E
         self.readout = nn.Parameter(torch.empty(c.n_embd, c.vocab_size))
         self.drop = nn.Dropout(c.dropout)
+        self.attention: str = "chunked"
+        self.chunk_size: int | None = None
+        self.recompute: bool = False
+        self.sparse_below: float = SPARSE_BELOW
+        self._phasor_table: tuple = (None, None)
+        self._rearranged_weights: dict = {}
+        self._dense_step = _dense_step
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -117,10 +164,13 @@ class BDH(LanguageModel):
 
     def forward(self, idx: Tensor) -> Tensor:
         """Parallel form: idx (B, T) -> logits (B, T, V)."""
-        cos, sin = rope_angles(self.config.n_neuron, self.config.rope_theta, 0, idx.shape[1], idx.device)
+        phasors = rope_phasors(self.config.n_neuron, self.config.rope_theta, 0, idx.shape[1], idx.device)
         x = layer_norm(self.embed(idx)).unsqueeze(1)  # (B, 1, T, d)
         for _ in range(self.config.n_layer):
-            x, _ = self._layer(x, cos, sin, rho=None)
+            if self.recompute and torch.is_grad_enabled():
+                x, _ = checkpoint(self._layer, x, phasors, None, use_reentrant=False)
+            else:
+                x, _ = self._layer(x, phasors, rho=None)
         return x.squeeze(1) @ self.readout
 
     def forward_recurrent(self, idx: Tensor, state: BDHState | None = None) -> tuple[Tensor, BDHState]:
@@ -132,13 +182,85 @@ class BDH(LanguageModel):
         B, C = idx.shape
         if state is None:
             state = self.initial_state(B, device=idx.device)
-        cos, sin = rope_angles(c.n_neuron, c.rope_theta, state.position, C, idx.device)
+        phasors = rope_phasors(c.n_neuron, c.rope_theta, state.position, C, idx.device)
         x = layer_norm(self.embed(idx)).unsqueeze(1)
         new_rho = []
         for rho in state.rho:
-            x, rho = self._layer(x, cos, sin, rho=rho)
+            x, rho = self._layer(x, phasors, rho=rho)
             new_rho.append(rho)
         return x.squeeze(1) @ self.readout, BDHState(new_rho, state.position + C)
+
+    @torch.no_grad()
+    def step(self, token: Tensor, state: BDHState) -> tuple[Tensor, BDHState]:
+        """One token of generation: token (B,) -> logits (B, V); `state` is updated in place.
+
+        The recurrent form for a single token, written for latency: each synapse matrix is read and
+        written in place. With one sequence, a layer whose neurons fire sparsely enough
+        (`sparse_below`) touches only the rows of rho, Dy and E that belong to active neurons.
+        `compile_step` compiles the dense path.
+        """
+        phasors = self._phasors_at(state.position, token.device)
+        x = layer_norm(self.embed(token))  # (B, d)
+        weights = (self._encoder_x_flat(), self.encoder_y, self.decoder)
+        state.position += 1
+        if token.shape[0] > 1 or self.sparse_below <= 0:
+            x, state.rho = self._dense_step(x, phasors, state.rho, *weights)
+            return x @ self.readout, state
+        for layer, rho in enumerate(state.rho):
+            x_sparse = F.relu(x @ weights[0])  # (1, nh N)
+            if torch.count_nonzero(x_sparse).item() < self.sparse_below * x_sparse.numel():
+                y = self._sparse_neurons(x[0], x_sparse[0], rope(x_sparse, phasors)[0], rho[0])[None]
+                x = layer_norm(x + layer_norm(y))
+            else:
+                x, (state.rho[layer],) = _dense_step(x, phasors, [rho], *weights)
+        return x @ self.readout, state
+
+    def compile_step(self) -> None:
+        """Compile the dense path of `step` with torch.compile (one-off cost, then less overhead)."""
+        self._dense_step = torch.compile(_dense_step, dynamic=False)
+
+    def _sparse_neurons(self, x: Tensor, x_sparse: Tensor, q: Tensor, rho: Tensor) -> Tensor:
+        """One layer's neurons for one token, touching only active neurons. Shapes without batch.
+
+        rope mixes the two neurons of a pair, so a pair is active when either of them fires.
+        """
+        c = self.config
+        pair_active = x_sparse.view(-1, 2).amax(-1) > 0
+        active = torch.stack((pair_active, pair_active), -1).view(-1).nonzero().squeeze(-1)  # (k,)
+        head = torch.div(active, c.n_neuron, rounding_mode="floor")
+        rho_rows = rho.view(-1, c.n_embd)  # (nh N, d)
+        q_active = q[active]
+        a = torch.zeros(c.n_head, c.n_embd, dtype=x.dtype, device=x.device)
+        a.index_add_(0, head, q_active[:, None] * rho_rows[active])  # (nh, d)
+        rho_rows.index_add_(0, active, q_active[:, None] * x[None, :])  # in place
+        encoder_y_rows = self._rearranged(self.encoder_y, lambda w: w.transpose(1, 2).reshape(-1, c.n_embd))
+        y_active = F.relu_((layer_norm(a)[head] * encoder_y_rows[active]).sum(-1))
+        return (x_sparse[active] * y_active) @ self.decoder[active]  # (d,)
+
+    def _encoder_x_flat(self) -> Tensor:
+        """Dx as one (d, nh N) matrix, head after head."""
+        return self._rearranged(self.encoder_x, lambda w: w.transpose(0, 1).reshape(self.config.n_embd, -1))
+
+    def _rearranged(self, weight: Tensor, rearrange) -> Tensor:
+        """rearrange(weight), kept between generated tokens until the weight changes."""
+        if torch.is_grad_enabled():
+            return rearrange(weight)
+        key = (weight.data_ptr(), weight._version)
+        cached = self._rearranged_weights.get(id(rearrange.__code__))
+        if cached is None or cached[0] != key:
+            cached = (key, rearrange(weight.detach()).contiguous())
+            self._rearranged_weights[id(rearrange.__code__)] = cached
+        return cached[1]
+
+    def _phasors_at(self, position: int, device) -> Tensor:
+        """RoPE phasors (1, nh N/2) of one position, heads side by side, from a table of 1024 positions."""
+        block, offset = divmod(position, 1024)
+        key = (block, str(device))
+        if self._phasor_table[0] != key:
+            c = self.config
+            table = rope_phasors(c.n_neuron, c.rope_theta, block * 1024, 1024, device).repeat(1, c.n_head)
+            self._phasor_table = (key, table)
+        return self._phasor_table[1][offset : offset + 1]
 
     def initial_state(self, batch_size: int, device=None) -> BDHState:
         c = self.config
@@ -147,15 +269,39 @@ class BDH(LanguageModel):
         shape = (batch_size, c.n_head, c.n_neuron, c.n_embd)
         return BDHState([torch.zeros(shape, dtype=dtype, device=device) for _ in range(c.n_layer)], 0)
 
-    def _layer(self, x: Tensor, cos: Tensor, sin: Tensor, rho: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        B, _, T, _ = x.shape
-        x_sparse = F.relu(x @ self.encoder_x)  # (B, nh, T, N)
-        q = rope(x_sparse, cos, sin)
-        a = (q @ q.mT).tril(diagonal=-1) @ x  # (B, nh, T, d), causal, diagonal excluded
+    @torch.no_grad()
+    def neuron_density(self, idx: Tensor) -> list[dict[str, float]]:
+        """Per layer, the share of neurons firing over idx (B, T): in x_sparse, y_sparse and both."""
+        phasors = rope_phasors(self.config.n_neuron, self.config.rope_theta, 0, idx.shape[1], idx.device)
+        x = layer_norm(self.embed(idx)).unsqueeze(1)
+        activity: list[dict[str, float]] = []
+        for _ in range(self.config.n_layer):
+            x, _ = self._layer(x, phasors, None, activity)
+        return activity
+
+    def _layer(
+        self, x: Tensor, phasors: Tensor, rho: Tensor | None, activity: list | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        B, _, T, d = x.shape
+        # One (B T, d) x (d, nh N) product runs faster than a per-head product broadcast over B.
+        x_sparse = F.relu(x.view(B * T, d) @ self._encoder_x_flat()).view(B, T, self.config.n_head, -1).transpose(1, 2)
+        x_sparse = x_sparse.contiguous()  # (B, nh, T, N)
+        q = rope(x_sparse, phasors)
+        a = self._attend(q, x)  # (B, nh, T, d), causal, diagonal excluded
         if rho is not None:
             a = a + q @ rho  # read before write
             rho = rho + q.mT @ x  # Hebbian update, (B, nh, N, d)
         y_sparse = F.relu(layer_norm(a) @ self.encoder_y)  # (B, nh, T, N)
         xy = self.drop(x_sparse * y_sparse)
+        if activity is not None:
+            firing = {"x": x_sparse, "y": y_sparse, "xy": xy}
+            activity.append({name: (t > 0).float().mean().item() for name, t in firing.items()})
         y = xy.transpose(1, 2).reshape(B, 1, T, -1) @ self.decoder  # (B, 1, T, d)
         return layer_norm(x + layer_norm(y)), rho
+
+    def _attend(self, q: Tensor, x: Tensor) -> Tensor:
+        if q.shape[-2] == 1:
+            return q.new_zeros(q.shape[:-1] + x.shape[-1:])  # a lone token sees only the state
+        if self.attention == "naive":
+            return causal_linear_attention_reference(q, x)
+        return causal_linear_attention(q, x, self.chunk_size)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from synaptorch.errors import ConfigError
 from synaptorch.models.base import LanguageModel
-from synaptorch.models.bdh import rope, rope_angles
+from synaptorch.models.bdh import rope, rope_phasors
 from synaptorch.models.config import ModelConfig
 
 
@@ -81,11 +82,11 @@ class Block(nn.Module):
         self.drop = nn.Dropout(c.dropout)
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, cache: tuple[Tensor, Tensor] | None
+        self, x: Tensor, phasors: Tensor, cache: tuple[Tensor, Tensor] | None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         B, T, _ = x.shape
         q, k, v = self.qkv(self.norm_attn(x)).view(B, T, 3, self.c.n_head, -1).permute(2, 0, 3, 1, 4)
-        q, k = rope(q, cos, sin), rope(k, cos, sin)  # (B, nh, T, hd)
+        q, k = rope(q, phasors), rope(k, phasors)  # (B, nh, T, hd)
         if cache is None:
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self._attn_dropout())
         else:
@@ -113,6 +114,7 @@ class GPT(LanguageModel):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm_out = nn.LayerNorm(config.n_embd, bias=False)
         self.drop = nn.Dropout(config.dropout)
+        self.recompute: bool = False  # in training, recompute each block in the backward pass
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -145,12 +147,15 @@ class GPT(LanguageModel):
     def _run(self, idx: Tensor, state: GPTState | None) -> tuple[Tensor, GPTState]:
         c = self.config
         start = 0 if state is None else state.position
-        cos, sin = rope_angles(c.head_dim, c.rope_theta, start, idx.shape[1], idx.device)
+        phasors = rope_phasors(c.head_dim, c.rope_theta, start, idx.shape[1], idx.device)
         x = self.drop(self.embed(idx))
         keys, values = [], []
         for i, block in enumerate(self.blocks):
             cache = None if state is None else (state.keys[i], state.values[i])
-            x, (k, v) = block(x, cos, sin, cache)
+            if self.recompute and torch.is_grad_enabled():
+                x, (k, v) = checkpoint(block, x, phasors, cache, use_reentrant=False)
+            else:
+                x, (k, v) = block(x, phasors, cache)
             keys.append(k)
             values.append(v)
         logits = self.norm_out(x) @ self.embed.weight.T

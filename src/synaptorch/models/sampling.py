@@ -74,9 +74,10 @@ def stream_tokens(
         logits, state = prefill(model, prompt, prefill_chunk)
         token = None
         for _ in range(max_new_tokens):
-            if token is not None:
-                logits, state = model.forward_recurrent(token[:, None], state)
-            last = logits[:, -1]
+            if token is None:
+                last = logits[:, -1]
+            else:
+                last, state = model.step(token, state)
             if temperature == 0:
                 token = last.argmax(-1)
             else:

@@ -38,6 +38,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"
     compile: bool = False
+    recompute: bool = False  # recompute each layer in the backward pass instead of storing it
     max_time: float = 0.0  # seconds; stop early (with a checkpoint) once exceeded; 0 = no limit
 
     def __post_init__(self) -> None:

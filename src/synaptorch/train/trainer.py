@@ -218,6 +218,7 @@ class Trainer:
             self.step, self.tokens_seen = state["step"], state["tokens_seen"]
             self.train_seconds = state.get("train_seconds", 0.0)
             self._forget_metrics_after(self.step)
+        self.model.recompute = cfg.recompute
         self.forward = torch.compile(self.model) if cfg.compile else self.model
 
     # --- one step -------------------------------------------------------------------

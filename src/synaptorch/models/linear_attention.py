@@ -1,0 +1,123 @@
+"""BDH's causal linear attention, a_t = sum_{s<t} <q_t, q_s> x_s, in a form whose cost is linear in T.
+
+The sequence is cut into chunks of C tokens. Inside a chunk the scores are a C x C matrix, as in
+the parallel form; across chunks the past is the Hebbian synapse state rho = sum_s q_s^T x_s
+(N x d per head), read by every query of the next chunk and then written with the chunk's own
+pairs, as in the recurrent form. Per token this costs 2C(N + d) for the scores and 4Nd for the
+state instead of the parallel form's 2T(N + d). Training keeps q, x and the chunk scores (C
+floats per token and head, fewer than q's N) but no state per chunk: the backward pass sweeps
+the state again, once forward for the queries' gradients and once backward for the keys' and
+values'.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# Shorter chunks make the state products, which contract over C tokens, inefficient; longer ones
+# spend more on the C x C scores. Chunk lengths are compared in benchmarks/kernels.py.
+MIN_CHUNK = 64
+
+
+def auto_chunk_size(seq_len: int, n_neuron: int, head_dim: int) -> int:
+    """The chunk length C for a sequence of seq_len tokens.
+
+    One chunk of the whole sequence costs 2T(N + d) per token; chunks of C cost 2C(N + d) plus
+    4Nd for reading and writing the state. Chunking pays once T exceeds C + 2Nd / (N + d).
+    """
+    state_cost_in_tokens = 2 * n_neuron * head_dim / (n_neuron + head_dim)
+    if seq_len <= MIN_CHUNK + state_cost_in_tokens:
+        return seq_len
+    return MIN_CHUNK
+
+
+def causal_linear_attention_reference(q: Tensor, x: Tensor) -> Tensor:
+    """The parallel form: the whole T x T score matrix, masked. q (B, H, T, N), x (B, 1, T, d)."""
+    return (q @ q.mT).tril(diagonal=-1) @ x
+
+
+def causal_linear_attention(q: Tensor, x: Tensor, chunk_size: int | None = None) -> Tensor:
+    """a (B, H, T, d) from q (B, H, T, N) and x (B, 1, T, d), equal to the reference form.
+
+    chunk_size None picks it with `auto_chunk_size`.
+    """
+    T = q.shape[-2]
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(T, q.shape[-1], x.shape[-1])
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    return _ChunkedLinearAttention.apply(q, x, min(chunk_size, T))
+
+
+def _chunks(t: Tensor, chunk_size: int) -> Tensor:
+    """(..., T, D) -> (..., n, C, D), zero-padding T to a multiple of C; zero rows add nothing."""
+    pad = -t.shape[-2] % chunk_size
+    if pad:
+        t = torch.nn.functional.pad(t, (0, 0, 0, pad))
+    return t.unflatten(-2, (-1, chunk_size))
+
+
+def _unchunk(t: Tensor, length: int) -> Tensor:
+    return t.flatten(-3, -2)[..., :length, :]
+
+
+def _state_dtype(q: Tensor) -> torch.dtype:
+    return torch.promote_types(q.dtype, torch.float32)
+
+
+def _strict_lower(scores: Tensor) -> Tensor:
+    return scores.tril_(diagonal=-1)
+
+
+class _ChunkedLinearAttention(torch.autograd.Function):
+    """Computes in the dtype of q (bf16 under CUDA autocast), the synapse state in at least float32."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, x: Tensor, chunk_size: int) -> Tensor:
+        with torch.autocast(q.device.type, enabled=False):
+            x_dtype, x = x.dtype, x.to(q.dtype)
+            qc, xc = _chunks(q, chunk_size), _chunks(x, chunk_size)  # (B, H, n, C, N), (B, 1, n, C, d)
+            scores = _strict_lower(qc @ qc.mT)  # (B, H, n, C, C): C floats per token and head, kept
+            a = scores @ xc  # (B, H, n, C, d)
+            rho = None
+            for c in range(qc.shape[-3] - 1):
+                q_c, x_c = qc[..., c, :, :], xc[..., c, :, :]
+                rho = (q_c.mT @ x_c).to(_state_dtype(q)) if rho is None else rho + q_c.mT @ x_c
+                a[..., c + 1, :, :] += qc[..., c + 1, :, :] @ rho.to(q.dtype)  # later chunks read the past
+        ctx.save_for_backward(q, x, scores)
+        ctx.chunk_size, ctx.x_dtype = chunk_size, x_dtype
+        return _unchunk(a, q.shape[-2])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        q, x, scores = ctx.saved_tensors
+        T, C = q.shape[-2], ctx.chunk_size
+        with torch.autocast(q.device.type, enabled=False):
+            qc, xc, gc = _chunks(q, C), _chunks(x, C), _chunks(grad.to(q.dtype), C)
+            n = qc.shape[-3]
+
+            # Inside chunks the scores S = tril(q q^T) were used as S x, so dx = S^T g and
+            # dS = tril(g x^T), which reaches q through both sides of q q^T.
+            grad_x_heads = scores.mT @ gc  # (B, H, n, C, d)
+            grad_scores = _strict_lower(gc @ xc.mT)
+            grad_q = (grad_scores + grad_scores.mT) @ qc  # (B, H, n, C, N)
+            del grad_scores
+
+            # Across chunks, forward sweep: chunk c + 1 read rho, the sum of q^T x of chunks <= c.
+            rho = None
+            for c in range(n - 1):
+                q_c, x_c = qc[..., c, :, :], xc[..., c, :, :]
+                rho = (q_c.mT @ x_c).to(_state_dtype(q)) if rho is None else rho + q_c.mT @ x_c
+                grad_q[..., c + 1, :, :] += gc[..., c + 1, :, :] @ rho.mT.to(q.dtype)
+            # Backward sweep: chunk c's pairs were read by every later query, weighted by its grad.
+            later = None
+            for c in range(n - 1, 0, -1):
+                q_c, g_c = qc[..., c, :, :], gc[..., c, :, :]
+                later = (q_c.mT @ g_c).to(_state_dtype(q)) if later is None else later + q_c.mT @ g_c  # (B, H, N, d)
+                later_ = later.to(q.dtype)
+                grad_q[..., c - 1, :, :] += xc[..., c - 1, :, :] @ later_.mT
+                grad_x_heads[..., c - 1, :, :] += qc[..., c - 1, :, :] @ later_
+
+        grad_x = grad_x_heads.sum(dim=1, keepdim=True) if x.shape[1] == 1 else grad_x_heads
+        return _unchunk(grad_q, T), _unchunk(grad_x, T).to(ctx.x_dtype), None
