@@ -132,8 +132,6 @@ def measure_memory(batch: int, seq_len: int) -> list[dict]:
 
 def measure_generation(contexts: list[int], tokens: int, rounds: int) -> dict:
     model = cpu_tiny().eval()
-    compiled = cpu_tiny().eval()
-    compiled.compile_step()
     prompt = torch.randint(0, model.config.vocab_size, (1, max(contexts)))
     token = torch.tensor([7])
     rows = []
@@ -144,10 +142,14 @@ def measure_generation(contexts: list[int], tokens: int, rounds: int) -> dict:
             def naive_loop(states=states) -> None:
                 states["naive"] = model.forward_recurrent(token[:, None], states["naive"])[1]
 
+            def step(name: str, states=states) -> None:
+                model.compile_step(name == "compiled")
+                model.step(token, states[name])
+
             variants = {
                 "naive_loop": naive_loop,
-                "step": lambda states=states: model.step(token, states["step"]),
-                "step_compiled": lambda states=states: compiled.step(token, states["compiled"]),
+                "step": lambda step=step: step("step"),
+                "step_compiled": lambda step=step: step("compiled"),
             }
             for threads in (1, 2):
                 torch.set_num_threads(threads)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from synaptorch.checkpoint import load_checkpoint_tokenizer, load_model
-from synaptorch.models.bdh import BDH, BDHConfig, _dense_step, rope
+from synaptorch.models.bdh import BDH, BDHConfig, _generation_layers, rope
 
 from common import SHAKESPEARE, machine
 
@@ -55,7 +55,7 @@ def crossover(heads: int, neurons: int, width: int, calls: int) -> dict:
     x = F.layer_norm(torch.randn(1, width), (width,))
     phasors = model._phasors_at(100, "cpu")
     encoder_x, weights = model._encoder_x_flat(), (model.encoder_y, model.decoder)
-    dense = best_ms(lambda: _dense_step(x, phasors, [rho], encoder_x, *weights), calls)
+    dense = best_ms(lambda: _generation_layers(x, phasors, [rho], encoder_x, *weights), calls)
     rows = []
     for density in DENSITIES:
         mask = torch.rand(heads * neurons) < density

@@ -115,6 +115,14 @@ def test_rope_rotates_pairs_by_position_angle():
     torch.testing.assert_close(out.norm(), v.norm())
 
 
+def test_rope_real_and_complex_forms_agree():
+    """Half precision and compiled code take the real form of the rotation, float32 the complex one."""
+    v = torch.randn(3, 5, 16)
+    phasors = rope_phasors(16, 100.0, 7, 5, "cpu")
+    torch.testing.assert_close(rope(v.bfloat16(), phasors).float(), rope(v, phasors), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(torch.compile(rope)(v, phasors), rope(v, phasors), rtol=1e-6, atol=1e-6)
+
+
 def test_rope_scores_depend_on_relative_position_only():
     v, w = torch.rand(1, 16), torch.rand(1, 16)
 
@@ -236,6 +244,12 @@ def test_step_equals_the_recurrent_form(batch, sparse_below):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
+def test_sparse_generation_is_on_by_default_only_for_large_synapse_states():
+    with torch.device("meta"):
+        assert BDH(BDHConfig()).sparse_below > 0
+        assert BDH(BDHConfig(n_layer=4, n_embd=128, n_head=4, n_neuron=256)).sparse_below == 0
+
+
 def test_sparse_step_touches_only_rows_of_active_neurons():
     model = tiny_model(n_layer=1)
     model.sparse_below = 1.01
@@ -262,13 +276,15 @@ def test_step_follows_weight_updates():
 @pytest.mark.slow
 def test_compiled_step_and_compiled_training_equal_eager():
     model = tiny_model()
-    compiled = tiny_model()
-    compiled.compile_step()
-    state, compiled_state = model.initial_state(1), compiled.initial_state(1)
-    for token in torch.tensor([[5], [9], [200]]):
+    state, compiled_state = model.initial_state(2), model.initial_state(2)
+    for token in torch.tensor([[5, 1], [9, 9], [200, 3]]):
+        model.compile_step(False)
         expected, _ = model.step(token, state)
-        got, _ = compiled.step(token, compiled_state)
+        model.compile_step()
+        got, _ = model.step(token, compiled_state)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    for got, want in zip(compiled_state.rho, state.rho, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     model.chunk_size = 8
     idx = torch.randint(0, 256, (2, 30), generator=torch.Generator().manual_seed(6))
     eager = logits_and_grads(model, idx)

@@ -64,9 +64,11 @@ class BDHConfig(ModelConfig):
         return round(self.n_layer * per_layer + 2 * d * self.vocab_size)
 
 
-# Neuron density below which one-token generation touches only the active neurons; measured by
-# benchmarks/sparsity.py.
-SPARSE_BELOW = 0.0
+# One-token generation touches only the active neurons of a layer whose share of firing neurons is
+# below SPARSE_BELOW, once the layer's synapse state holds SPARSE_MIN_SYNAPSES or more; smaller
+# states are read faster whole. Both measured by benchmarks/sparsity.py.
+SPARSE_BELOW = 0.2
+SPARSE_MIN_SYNAPSES = 2**21
 
 
 @dataclass
@@ -107,22 +109,32 @@ def layer_norm(x: Tensor) -> Tensor:
     return F.layer_norm(x, x.shape[-1:])
 
 
-def _dense_step(
+def _generation_layers(
     x: Tensor, phasors: Tensor, rhos: list[Tensor], encoder_x: Tensor, encoder_y: Tensor, decoder: Tensor
-) -> tuple[Tensor, list[Tensor]]:
-    """The layers of one-token generation: x (B, d) -> x (B, d) and the synapse states after it."""
+) -> Tensor:
+    """The layers for one token: x (B, d) -> x (B, d); each synapse state rho is updated in place."""
     B = x.shape[0]
     n_head, n_neuron = rhos[0].shape[1:3]
-    new_rhos = []
     for rho in rhos:
         x_sparse = F.relu(x @ encoder_x)  # (B, nh N)
-        q = rope(x_sparse, phasors).view(B, n_head, 1, n_neuron)
-        a = q @ rho  # (B, nh, 1, d), read before write
-        x_per_head = x.repeat_interleave(n_head, 0)[:, None]  # (B nh, 1, d)
-        new_rhos.append(torch.baddbmm(rho.flatten(0, 1), q.flatten(0, 1).mT, x_per_head).view_as(rho))
+        q = rope(x_sparse, phasors).view(B, n_head, n_neuron, 1)
+        if torch.compiler.is_compiling():
+            # As elementwise products, the read and the write compile into loops over rho alone.
+            a = (q * rho).sum(-2, keepdim=True)  # (B, nh, 1, d), read before write
+            rho.add_(q * x[:, None, None, :])
+        else:
+            a = q.mT @ rho
+            x_per_head = x[:, None, None, :].expand(B, n_head, 1, -1)
+            rho.view(-1, n_neuron, x.shape[-1]).baddbmm_(q.view(-1, n_neuron, 1), x_per_head.flatten(0, 1))
         y_sparse = F.relu(layer_norm(a) @ encoder_y).view(B, -1)  # (B, nh N)
         x = layer_norm(x + layer_norm((x_sparse * y_sparse) @ decoder))
-    return x, new_rhos
+    return x
+
+
+def _generation_step(token: Tensor, phasors: Tensor, rhos: list[Tensor], embed: Tensor, *weights: Tensor) -> Tensor:
+    """One token (B,) -> logits (B, V), the synapse states updated in place; weights: Dx, Dy, E, readout."""
+    *layer_weights, readout = weights
+    return _generation_layers(layer_norm(F.embedding(token, embed)), phasors, rhos, *layer_weights) @ readout
 
 
 class BDH(LanguageModel):
@@ -132,8 +144,9 @@ class BDH(LanguageModel):
     chunk_size: chunk length of the chunked form, None to choose it from the shapes.
     recompute: in training, keep only each layer's input and recompute the layer in the backward
         pass: about a third more compute for a fraction of the activation memory.
-    sparse_below: in `step`, a layer whose share of firing neurons is below this takes the sparse
-        path (0 turns it off).
+    sparse_below: in `step` with one sequence, a layer whose share of firing neurons is below this
+        touches only the active neurons; 0 turns it off. By default 0.2 for models whose synapse
+        state per layer holds at least 2**21 numbers, else 0.
     """
 
     architecture = "bdh"
@@ -152,10 +165,11 @@ class BDH(LanguageModel):
         self.attention: str = "chunked"
         self.chunk_size: int | None = None
         self.recompute: bool = False
-        self.sparse_below: float = SPARSE_BELOW
+        self.sparse_below: float = SPARSE_BELOW if c.n_head * c.n_neuron * c.n_embd >= SPARSE_MIN_SYNAPSES else 0.0
         self._phasor_table: tuple = (None, None)
         self._rearranged_weights: dict = {}
-        self._dense_step = _dense_step
+        self.compiled_step = False
+        self._compiled_step = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -165,13 +179,13 @@ class BDH(LanguageModel):
     def forward(self, idx: Tensor) -> Tensor:
         """Parallel form: idx (B, T) -> logits (B, T, V)."""
         phasors = rope_phasors(self.config.n_neuron, self.config.rope_theta, 0, idx.shape[1], idx.device)
-        x = layer_norm(self.embed(idx)).unsqueeze(1)  # (B, 1, T, d)
+        x = layer_norm(self.embed(idx)).unsqueeze(0)  # (1, B, T, d)
         for _ in range(self.config.n_layer):
             if self.recompute and torch.is_grad_enabled():
                 x, _ = checkpoint(self._layer, x, phasors, None, use_reentrant=False)
             else:
                 x, _ = self._layer(x, phasors, rho=None)
-        return x.squeeze(1) @ self.readout
+        return x.squeeze(0) @ self.readout
 
     def forward_recurrent(self, idx: Tensor, state: BDHState | None = None) -> tuple[Tensor, BDHState]:
         """Recurrent form over one chunk: idx (B, C), C >= 1 -> logits (B, C, V) and the new state.
@@ -183,12 +197,12 @@ class BDH(LanguageModel):
         if state is None:
             state = self.initial_state(B, device=idx.device)
         phasors = rope_phasors(c.n_neuron, c.rope_theta, state.position, C, idx.device)
-        x = layer_norm(self.embed(idx)).unsqueeze(1)
+        x = layer_norm(self.embed(idx)).unsqueeze(0)
         new_rho = []
         for rho in state.rho:
             x, rho = self._layer(x, phasors, rho=rho)
             new_rho.append(rho)
-        return x.squeeze(1) @ self.readout, BDHState(new_rho, state.position + C)
+        return x.squeeze(0) @ self.readout, BDHState(new_rho, state.position + C)
 
     @torch.no_grad()
     def step(self, token: Tensor, state: BDHState) -> tuple[Tensor, BDHState]:
@@ -200,24 +214,29 @@ class BDH(LanguageModel):
         `compile_step` compiles the dense path.
         """
         phasors = self._phasors_at(state.position, token.device)
-        x = layer_norm(self.embed(token))  # (B, d)
         weights = (self._encoder_x_flat(), self.encoder_y, self.decoder)
         state.position += 1
         if token.shape[0] > 1 or self.sparse_below <= 0:
-            x, state.rho = self._dense_step(x, phasors, state.rho, *weights)
-            return x @ self.readout, state
-        for layer, rho in enumerate(state.rho):
+            step = self._compiled_step if self.compiled_step else _generation_step
+            return step(token, phasors, state.rho, self.embed.weight, *weights, self.readout), state
+        x = layer_norm(self.embed(token))  # (1, d)
+        for rho in state.rho:
             x_sparse = F.relu(x @ weights[0])  # (1, nh N)
             if torch.count_nonzero(x_sparse).item() < self.sparse_below * x_sparse.numel():
                 y = self._sparse_neurons(x[0], x_sparse[0], rope(x_sparse, phasors)[0], rho[0])[None]
                 x = layer_norm(x + layer_norm(y))
             else:
-                x, (state.rho[layer],) = _dense_step(x, phasors, [rho], *weights)
+                x = _generation_layers(x, phasors, [rho], *weights)
         return x @ self.readout, state
 
-    def compile_step(self) -> None:
-        """Compile the dense path of `step` with torch.compile (one-off cost, then less overhead)."""
-        self._dense_step = torch.compile(_dense_step, dynamic=False)
+    def compile_step(self, enabled: bool = True) -> None:
+        """Compile the dense path of `step` (a one-off cost of seconds), or go back to eager.
+
+        The C++ wrapper of the compiled code spares most of the Python overhead of such a small step.
+        """
+        if enabled and self._compiled_step is None:
+            self._compiled_step = torch.compile(_generation_step, dynamic=False, options={"cpp_wrapper": True})
+        self.compiled_step = enabled
 
     def _sparse_neurons(self, x: Tensor, x_sparse: Tensor, q: Tensor, rho: Tensor) -> Tensor:
         """One layer's neurons for one token, touching only active neurons. Shapes without batch.
@@ -273,7 +292,7 @@ class BDH(LanguageModel):
     def neuron_density(self, idx: Tensor) -> list[dict[str, float]]:
         """Per layer, the share of neurons firing over idx (B, T): in x_sparse, y_sparse and both."""
         phasors = rope_phasors(self.config.n_neuron, self.config.rope_theta, 0, idx.shape[1], idx.device)
-        x = layer_norm(self.embed(idx)).unsqueeze(1)
+        x = layer_norm(self.embed(idx)).unsqueeze(0)
         activity: list[dict[str, float]] = []
         for _ in range(self.config.n_layer):
             x, _ = self._layer(x, phasors, None, activity)
@@ -282,22 +301,25 @@ class BDH(LanguageModel):
     def _layer(
         self, x: Tensor, phasors: Tensor, rho: Tensor | None, activity: list | None = None
     ) -> tuple[Tensor, Tensor | None]:
-        B, _, T, d = x.shape
-        # One (B T, d) x (d, nh N) product runs faster than a per-head product broadcast over B.
-        x_sparse = F.relu(x.view(B * T, d) @ self._encoder_x_flat()).view(B, T, self.config.n_head, -1).transpose(1, 2)
-        x_sparse = x_sparse.contiguous()  # (B, nh, T, N)
+        # Inside a layer heads come first, (nh, B, T, .): the per-head products with Dy and E are
+        # then plain batched matmuls, and no tensor of neurons is ever transposed but x_sparse.
+        c = self.config
+        _, B, T, d = x.shape  # (1, B, T, d)
+        x_sparse = F.relu(x.view(B * T, d) @ self._encoder_x_flat()).view(B * T, c.n_head, -1)
+        x_sparse = x_sparse.transpose(0, 1).contiguous().view(c.n_head, B, T, -1)  # (nh, B, T, N)
         q = rope(x_sparse, phasors)
-        a = self._attend(q, x)  # (B, nh, T, d), causal, diagonal excluded
+        a = self._attend(q, x)  # (nh, B, T, d), causal, diagonal excluded
         if rho is not None:
+            rho = rho.transpose(0, 1)  # (nh, B, N, d)
             a = a + q @ rho  # read before write
-            rho = rho + q.mT @ x  # Hebbian update, (B, nh, N, d)
-        y_sparse = F.relu(layer_norm(a) @ self.encoder_y)  # (B, nh, T, N)
+            rho = (rho + q.mT @ x).transpose(0, 1).contiguous()  # Hebbian update, (B, nh, N, d)
+        y_sparse = F.relu(layer_norm(a).view(c.n_head, B * T, d) @ self.encoder_y).view_as(x_sparse)
         xy = self.drop(x_sparse * y_sparse)
         if activity is not None:
             firing = {"x": x_sparse, "y": y_sparse, "xy": xy}
             activity.append({name: (t > 0).float().mean().item() for name, t in firing.items()})
-        y = xy.transpose(1, 2).reshape(B, 1, T, -1) @ self.decoder  # (B, 1, T, d)
-        return layer_norm(x + layer_norm(y)), rho
+        y = (xy.view(c.n_head, B * T, -1) @ self.decoder.view(c.n_head, -1, d)).sum(0)  # (B T, d)
+        return layer_norm(x + layer_norm(y.view_as(x))), rho
 
     def _attend(self, q: Tensor, x: Tensor) -> Tensor:
         if q.shape[-2] == 1:

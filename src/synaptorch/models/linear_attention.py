@@ -33,12 +33,14 @@ def auto_chunk_size(seq_len: int, n_neuron: int, head_dim: int) -> int:
 
 
 def causal_linear_attention_reference(q: Tensor, x: Tensor) -> Tensor:
-    """The parallel form: the whole T x T score matrix, masked. q (B, H, T, N), x (B, 1, T, d)."""
+    """The parallel form: the whole T x T score matrix, masked. q (..., T, N), x (..., T, d)."""
     return (q @ q.mT).tril(diagonal=-1) @ x
 
 
 def causal_linear_attention(q: Tensor, x: Tensor, chunk_size: int | None = None) -> Tensor:
-    """a (B, H, T, d) from q (B, H, T, N) and x (B, 1, T, d), equal to the reference form.
+    """a (..., T, d) from q (..., T, N) and x (..., T, d), equal to the reference form.
+
+    The leading dimensions of x broadcast against those of q: BDH's heads share one x.
 
     chunk_size None picks it with `auto_chunk_size`.
     """
@@ -76,17 +78,19 @@ class _ChunkedLinearAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, x: Tensor, chunk_size: int) -> Tensor:
         with torch.autocast(q.device.type, enabled=False):
-            x_dtype, x = x.dtype, x.to(q.dtype)
-            qc, xc = _chunks(q, chunk_size), _chunks(x, chunk_size)  # (B, H, n, C, N), (B, 1, n, C, d)
-            scores = _strict_lower(qc @ qc.mT)  # (B, H, n, C, C): C floats per token and head, kept
-            a = scores @ xc  # (B, H, n, C, d)
+            # x shared by the heads is copied out once: matmuls that broadcast it copy more.
+            ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
+            x = x.to(q.dtype).expand(*q.shape[:-1], x.shape[-1]).contiguous()
+            qc, xc = _chunks(q, chunk_size), _chunks(x, chunk_size)  # (..., n, C, N), (..., n, C, d)
+            scores = _strict_lower(qc @ qc.mT)  # (..., n, C, C): C floats per token and head, kept
+            a = scores @ xc  # (..., n, C, d)
             rho = None
             for c in range(qc.shape[-3] - 1):
                 q_c, x_c = qc[..., c, :, :], xc[..., c, :, :]
                 rho = (q_c.mT @ x_c).to(_state_dtype(q)) if rho is None else rho + q_c.mT @ x_c
                 a[..., c + 1, :, :] += qc[..., c + 1, :, :] @ rho.to(q.dtype)  # later chunks read the past
         ctx.save_for_backward(q, x, scores)
-        ctx.chunk_size, ctx.x_dtype = chunk_size, x_dtype
+        ctx.chunk_size = chunk_size
         return _unchunk(a, q.shape[-2])
 
     @staticmethod
@@ -99,9 +103,9 @@ class _ChunkedLinearAttention(torch.autograd.Function):
 
             # Inside chunks the scores S = tril(q q^T) were used as S x, so dx = S^T g and
             # dS = tril(g x^T), which reaches q through both sides of q q^T.
-            grad_x_heads = scores.mT @ gc  # (B, H, n, C, d)
+            grad_x_heads = scores.mT @ gc  # (..., n, C, d)
             grad_scores = _strict_lower(gc @ xc.mT)
-            grad_q = (grad_scores + grad_scores.mT) @ qc  # (B, H, n, C, N)
+            grad_q = (grad_scores + grad_scores.mT) @ qc  # (..., n, C, N)
             del grad_scores
 
             # Across chunks, forward sweep: chunk c + 1 read rho, the sum of q^T x of chunks <= c.
@@ -114,10 +118,10 @@ class _ChunkedLinearAttention(torch.autograd.Function):
             later = None
             for c in range(n - 1, 0, -1):
                 q_c, g_c = qc[..., c, :, :], gc[..., c, :, :]
-                later = (q_c.mT @ g_c).to(_state_dtype(q)) if later is None else later + q_c.mT @ g_c  # (B, H, N, d)
+                later = (q_c.mT @ g_c).to(_state_dtype(q)) if later is None else later + q_c.mT @ g_c  # (..., N, d)
                 later_ = later.to(q.dtype)
                 grad_q[..., c - 1, :, :] += xc[..., c - 1, :, :] @ later_.mT
                 grad_x_heads[..., c - 1, :, :] += qc[..., c - 1, :, :] @ later_
 
-        grad_x = grad_x_heads.sum(dim=1, keepdim=True) if x.shape[1] == 1 else grad_x_heads
-        return _unchunk(grad_q, T), _unchunk(grad_x, T).to(ctx.x_dtype), None
+        grad_x = _unchunk(grad_x_heads, T).sum_to_size(ctx.x_shape)
+        return _unchunk(grad_q, T), grad_x.to(ctx.x_dtype), None
