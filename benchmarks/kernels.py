@@ -131,31 +131,29 @@ def measure_memory(batch: int, seq_len: int) -> list[dict]:
 
 
 def measure_generation(contexts: list[int], tokens: int, rounds: int) -> dict:
+    """All contexts and forms are timed in turn, so that drift of the machine falls on all alike."""
     model = cpu_tiny().eval()
     prompt = torch.randint(0, model.config.vocab_size, (1, max(contexts)))
     token = torch.tensor([7])
+    forms = ("naive_loop", "step", "step_compiled")
     rows = []
     with torch.no_grad():
-        for context in contexts:
-            states = {name: model.forward_recurrent(prompt[:, :context])[1] for name in ("naive", "step", "compiled")}
+        states = {(c, form): model.forward_recurrent(prompt[:, :c])[1] for c in contexts for form in forms}
 
-            def naive_loop(states=states) -> None:
-                states["naive"] = model.forward_recurrent(token[:, None], states["naive"])[1]
+        def run(context: int, form: str) -> None:
+            key = (context, form)
+            if form == "naive_loop":
+                states[key] = model.forward_recurrent(token[:, None], states[key])[1]
+            else:
+                model.compile_step(form == "step_compiled")
+                model.step(token, states[key])
 
-            def step(name: str, states=states) -> None:
-                model.compile_step(name == "compiled")
-                model.step(token, states[name])
-
-            variants = {
-                "naive_loop": naive_loop,
-                "step": lambda step=step: step("step"),
-                "step_compiled": lambda step=step: step("compiled"),
-            }
-            for threads in (1, 2):
-                torch.set_num_threads(threads)
-                seconds = alternating_best(variants, rounds, tokens)
-                ms = {name: round(1e3 * value, 3) for name, value in seconds.items()}
-                rows.append({"context": context, "threads": threads, **ms})
+        variants = {(c, form): lambda c=c, form=form: run(c, form) for c in contexts for form in forms}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            seconds = alternating_best(variants, rounds, tokens)
+            for c in contexts:
+                rows.append({"context": c, "threads": threads, **{f: round(1e3 * seconds[c, f], 3) for f in forms}})
     torch.set_num_threads(2)
     at = {(r["context"], r["threads"]): r for r in rows}
     best = {c: min((at[c, t] for t in (1, 2)), key=lambda r: r["step_compiled"]) for c in contexts}

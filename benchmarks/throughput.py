@@ -7,7 +7,8 @@ utilisation: achieved model FLOP/s over the machine's dense matmul peak, measure
 
 Model FLOPs per token come from the architecture (`flops_per_token` of each config, forward;
 a training step counts 3x; attention counts the positions a token sees under the causal mask,
-not work spent on masked scores). The peak is the best single large square matmul: fp32 on the
+not work spent on masked scores; BDH's attention counts the cheaper of its parallel and chunked
+forms). The peak is the best single large square matmul: fp32 on the
 CPU, bf16 on CUDA, matching the precision the models run in there.
 """
 

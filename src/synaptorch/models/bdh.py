@@ -27,7 +27,11 @@ from torch.utils.checkpoint import checkpoint
 from synaptorch.errors import ConfigError
 from synaptorch.models.base import LanguageModel
 from synaptorch.models.config import ModelConfig
-from synaptorch.models.linear_attention import causal_linear_attention, causal_linear_attention_reference
+from synaptorch.models.linear_attention import (
+    auto_chunk_size,
+    causal_linear_attention,
+    causal_linear_attention_reference,
+)
 
 
 @dataclass(frozen=True)
@@ -55,12 +59,20 @@ class BDHConfig(ModelConfig):
     def flops_per_token(self, seq_len: int) -> int:
         """Forward FLOPs (2 per multiply-add) per token of a sequence of seq_len; training is 3x.
 
-        Per layer: Dx, Dy and E (2 * d * nh * N each), then scores over nh * N neurons and the
-        weighted sum of values of width d per head against seq_len / 2 positions, the mean number
-        a token sees under the causal mask; then the readout. Work on masked scores is not counted.
+        Per layer: Dx, Dy and E (2 * d * nh * N each), then attention in the cheaper of its two
+        exact forms. Parallel: scores over nh * N neurons and a weighted sum of values of width d
+        per head against the seq_len / 2 positions a token sees on average under the causal mask.
+        Chunked (C = auto_chunk_size): the same against C / 2 positions inside the chunk, plus one
+        read and one write of the N x d synapse state per head for every chunk after the first.
+        Work on masked scores is not counted; then the readout.
         """
-        d, neurons, seen = self.n_embd, self.n_head * self.n_neuron, seq_len / 2
-        per_layer = 3 * 2 * d * neurons + 2 * seen * neurons + 2 * seen * self.n_head * d
+        d, neurons = self.n_embd, self.n_head * self.n_neuron
+        chunk = auto_chunk_size(seq_len, self.n_neuron, d)
+        n_chunks = -(-seq_len // chunk)
+        per_position = 2 * (neurons + self.n_head * d)
+        parallel = per_position * seq_len / 2
+        chunked = per_position * chunk / 2 + 4 * neurons * d * (n_chunks - 1) / n_chunks
+        per_layer = 3 * 2 * d * neurons + min(parallel, chunked)
         return round(self.n_layer * per_layer + 2 * d * self.vocab_size)
 
 
@@ -144,6 +156,7 @@ class BDH(LanguageModel):
     chunk_size: chunk length of the chunked form, None to choose it from the shapes.
     recompute: in training, keep only each layer's input and recompute the layer in the backward
         pass: about a third more compute for a fraction of the activation memory.
+    compiled_step: whether `step` runs compiled; `compile_step()` turns it on.
     sparse_below: in `step` with one sequence, a layer whose share of firing neurons is below this
         touches only the active neurons; 0 turns it off. By default 0.2 for models whose synapse
         state per layer holds at least 2**21 numbers, else 0.
@@ -326,4 +339,6 @@ class BDH(LanguageModel):
             return q.new_zeros(q.shape[:-1] + x.shape[-1:])  # a lone token sees only the state
         if self.attention == "naive":
             return causal_linear_attention_reference(q, x)
+        if self.attention != "chunked":
+            raise ConfigError(f"attention must be 'chunked' or 'naive', got {self.attention!r}")
         return causal_linear_attention(q, x, self.chunk_size)

@@ -78,27 +78,26 @@ class _ChunkedLinearAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, x: Tensor, chunk_size: int) -> Tensor:
         with torch.autocast(q.device.type, enabled=False):
-            # x shared by the heads is copied out once: matmuls that broadcast it copy more.
-            ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
-            x = x.to(q.dtype).expand(*q.shape[:-1], x.shape[-1]).contiguous()
-            qc, xc = _chunks(q, chunk_size), _chunks(x, chunk_size)  # (..., n, C, N), (..., n, C, d)
+            qc, xc = _chunks(q, chunk_size), _chunks(_per_head(x, q), chunk_size)  # (..., n, C, N), (..., n, C, d)
             scores = _strict_lower(qc @ qc.mT)  # (..., n, C, C): C floats per token and head, kept
             a = scores @ xc  # (..., n, C, d)
-            rho = None
-            for c in range(qc.shape[-3] - 1):
-                q_c, x_c = qc[..., c, :, :], xc[..., c, :, :]
-                rho = (q_c.mT @ x_c).to(_state_dtype(q)) if rho is None else rho + q_c.mT @ x_c
-                a[..., c + 1, :, :] += qc[..., c + 1, :, :] @ rho.to(q.dtype)  # later chunks read the past
-        ctx.save_for_backward(q, x, scores)
-        ctx.chunk_size = chunk_size
+            # states[c] is rho after chunks 0..c, which chunk c + 1 reads: (..., n - 1, N, d)
+            n = qc.shape[-3]
+            states = q.new_empty(*qc.shape[:-3], n - 1, q.shape[-1], x.shape[-1], dtype=_state_dtype(q))
+            for c in range(n - 1):
+                written = qc[..., c, :, :].mT @ xc[..., c, :, :]
+                states[..., c, :, :] = written if c == 0 else states[..., c - 1, :, :] + written
+                a[..., c + 1, :, :] += qc[..., c + 1, :, :] @ states[..., c, :, :].to(q.dtype)
+        ctx.save_for_backward(q, x, scores, states)
+        ctx.chunk_size, ctx.x_dtype = chunk_size, x.dtype
         return _unchunk(a, q.shape[-2])
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
-        q, x, scores = ctx.saved_tensors
+        q, x, scores, states = ctx.saved_tensors
         T, C = q.shape[-2], ctx.chunk_size
         with torch.autocast(q.device.type, enabled=False):
-            qc, xc, gc = _chunks(q, C), _chunks(x, C), _chunks(grad.to(q.dtype), C)
+            qc, xc, gc = _chunks(q, C), _chunks(_per_head(x, q), C), _chunks(grad.to(q.dtype), C)
             n = qc.shape[-3]
 
             # Inside chunks the scores S = tril(q q^T) were used as S x, so dx = S^T g and
@@ -108,13 +107,9 @@ class _ChunkedLinearAttention(torch.autograd.Function):
             grad_q = (grad_scores + grad_scores.mT) @ qc  # (..., n, C, N)
             del grad_scores
 
-            # Across chunks, forward sweep: chunk c + 1 read rho, the sum of q^T x of chunks <= c.
-            rho = None
-            for c in range(n - 1):
-                q_c, x_c = qc[..., c, :, :], xc[..., c, :, :]
-                rho = (q_c.mT @ x_c).to(_state_dtype(q)) if rho is None else rho + q_c.mT @ x_c
-                grad_q[..., c + 1, :, :] += gc[..., c + 1, :, :] @ rho.mT.to(q.dtype)
-            # Backward sweep: chunk c's pairs were read by every later query, weighted by its grad.
+            # Across chunks: the queries of chunk c + 1 read states[c].
+            grad_q[..., 1:, :, :] += gc[..., 1:, :, :] @ states.mT.to(q.dtype)
+            # The pairs of chunk c were read by every later query, weighted by its gradient.
             later = None
             for c in range(n - 1, 0, -1):
                 q_c, g_c = qc[..., c, :, :], gc[..., c, :, :]
@@ -123,5 +118,10 @@ class _ChunkedLinearAttention(torch.autograd.Function):
                 grad_q[..., c - 1, :, :] += xc[..., c - 1, :, :] @ later_.mT
                 grad_x_heads[..., c - 1, :, :] += qc[..., c - 1, :, :] @ later_
 
-        grad_x = _unchunk(grad_x_heads, T).sum_to_size(ctx.x_shape)
+        grad_x = _unchunk(grad_x_heads, T).sum_to_size(x.shape)
         return _unchunk(grad_q, T), grad_x.to(ctx.x_dtype), None
+
+
+def _per_head(x: Tensor, q: Tensor) -> Tensor:
+    """x in q's dtype with q's leading dimensions: matmuls that broadcast a shared x copy more."""
+    return x.to(q.dtype).expand(*q.shape[:-1], x.shape[-1]).contiguous()
