@@ -72,3 +72,31 @@ def test_memory_quick_grows_with_sequence_length():
     peaks = {(row["model"], row["seq_len"]): row["peak_step_mib"] for row in record["rows"]}
     assert len(peaks) == 6 and all(p is not None and p > 0 for p in peaks.values())
     assert peaks[("bdh:cpu-tiny", 512)] > peaks[("bdh:cpu-tiny", 128)]
+
+
+@pytest.mark.slow
+def test_kernels_quick_compares_fast_paths_with_naive_forms():
+    record = run_benchmark("kernels.py", "--quick")
+    train = record["train"]
+    assert set(train["rows"]) == {"naive_1t", "chunked_1t", "naive_2t", "chunked_2t"}
+    assert train["speedup"] > 1 and 0 < train["chunked_mfu"] < 1.5
+    memory = {(row["attention"], row["recompute"]): row for row in record["memory"]}
+    assert memory["chunked", True]["fits_8gib"] and memory["chunked", True]["peak_rss_mib"] > 0
+    generate = record["generate"]
+    assert {row["context"] for row in generate["rows"]} == {256, 4096}
+    assert generate["speedup"] > 1
+
+
+@pytest.mark.slow
+def test_sparsity_measures_density_and_a_crossover(tmp_path):
+    from synaptorch import BDH, BDHConfig
+    from synaptorch.checkpoint import save_model
+
+    save_model(BDH(BDHConfig(n_layer=2, n_embd=32, n_head=2, n_neuron=64)), tmp_path / "ckpt")
+    text = tmp_path / "text.txt"
+    text.write_text("to be or not to be " * 40)
+    record = run_benchmark("sparsity.py", "--quick", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(text))
+    assert [layer["layer"] for layer in record["density"]] == [0, 1]
+    assert all(0 < layer["x"] < 1 and layer["xy"] <= layer["x"] for layer in record["density"])
+    for width in record["crossover"].values():
+        assert len(width["rows"]) == 6 and 0 <= width["sparse_below"] <= 0.5
