@@ -4,10 +4,11 @@ The sequence is cut into chunks of C tokens. Inside a chunk the scores are a C x
 the parallel form; across chunks the past is the Hebbian synapse state rho = sum_s q_s^T x_s
 (N x d per head), read by every query of the next chunk and then written with the chunk's own
 pairs, as in the recurrent form. Per token this costs 2C(N + d) for the scores and 4Nd for the
-state instead of the parallel form's 2T(N + d). Training keeps q, x and the chunk scores (C
-floats per token and head, fewer than q's N) but no state per chunk: the backward pass sweeps
-the state again, once forward for the queries' gradients and once backward for the keys' and
-values'.
+state instead of the parallel form's 2T(N + d). Training keeps q, x, the chunk scores (C floats
+per token and head) and the state each chunk read (Nd / C per token and head), never a T x T
+tensor; the backward pass reads the queries' gradients off those states in one batched product
+and sweeps the chunks once backward for the keys' and values'. With recomputation (see BDH)
+these live for one layer at a time.
 """
 
 from __future__ import annotations
