@@ -1,0 +1,38 @@
+"""Spiking neurons: step functions over explicit state, surrogate gradients, module wrappers."""
+
+from synaptorch.neurons.lif import (
+    ALIF,
+    IF,
+    LI,
+    LIF,
+    ALIFCell,
+    ALIFParameters,
+    ALIFState,
+    IFCell,
+    LIFCell,
+    LIFParameters,
+    LIFState,
+    alif_step,
+    li_step,
+    lif_step,
+)
+from synaptorch.neurons.surrogate import SURROGATES, spike
+
+__all__ = [
+    "ALIF",
+    "IF",
+    "LI",
+    "LIF",
+    "SURROGATES",
+    "ALIFCell",
+    "ALIFParameters",
+    "ALIFState",
+    "IFCell",
+    "LIFCell",
+    "LIFParameters",
+    "LIFState",
+    "alif_step",
+    "li_step",
+    "lif_step",
+    "spike",
+]
