@@ -1,21 +1,21 @@
 """Spiking neurons: step functions over explicit state, surrogate gradients, module wrappers."""
 
+from synaptorch.neurons.fused import lif_sequence
 from synaptorch.neurons.lif import (
     ALIF,
     IF,
     LI,
     LIF,
     ALIFCell,
-    ALIFParameters,
     ALIFState,
     IFCell,
     LIFCell,
-    LIFParameters,
     LIFState,
     alif_step,
     li_step,
     lif_step,
 )
+from synaptorch.neurons.parameters import ALIFParameters, LIFParameters
 from synaptorch.neurons.surrogate import SURROGATES, spike
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "LIFState",
     "alif_step",
     "li_step",
+    "lif_sequence",
     "lif_step",
     "spike",
 ]

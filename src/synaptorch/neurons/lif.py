@@ -21,27 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from synaptorch.errors import ConfigError
-from synaptorch.neurons.surrogate import SURROGATES, spike
-
-RESETS = ("subtract", "zero", "none")
-
-
-class LIFParameters(NamedTuple):
-    beta: float = 0.9  # membrane decay per step; 1.0 is a non-leaky integrate-and-fire neuron
-    threshold: float = 1.0
-    reset: str = "subtract"  # subtract, zero or none
-    surrogate: str = "superspike"
-    alpha: float = 10.0  # sharpness of the surrogate
-
-
-class ALIFParameters(NamedTuple):
-    lif: LIFParameters = LIFParameters()
-    adapt: float = 0.2  # threshold increase per unit of spike trace
-    rho: float = 0.95  # decay of the spike trace per step
-
-
-DEFAULT_LIF = LIFParameters()
-DEFAULT_ALIF = ALIFParameters()
+from synaptorch.neurons.fused import lif_sequence
+from synaptorch.neurons.parameters import DEFAULT_ALIF, DEFAULT_LIF, ALIFParameters, LIFParameters, check_lif
+from synaptorch.neurons.surrogate import spike
 
 
 class LIFState(NamedTuple):
@@ -53,15 +35,6 @@ class ALIFState(NamedTuple):
     v: Tensor
     s: Tensor
     b: Tensor  # spike trace that raises the threshold
-
-
-def check_lif(p: LIFParameters) -> None:
-    if not 0 <= p.beta <= 1:
-        raise ConfigError(f"beta must be in [0, 1], got {p.beta}")
-    if p.reset not in RESETS:
-        raise ConfigError(f"reset must be one of {', '.join(RESETS)}, got {p.reset!r}")
-    if p.surrogate not in SURROGATES:
-        raise ConfigError(f"surrogate must be one of {', '.join(SURROGATES)}, got {p.surrogate!r}")
 
 
 def lif_step(
@@ -142,9 +115,15 @@ class LIFCell(nn.Module):
 
 
 class LIF(LIFCell):
-    """A whole sequence: forward(x (T, ..., n), state=None) -> (spikes (T, ..., n), final state)."""
+    """A whole sequence: forward(x (T, ..., n), state=None) -> (spikes (T, ..., n), final state).
+
+    Without recurrence the time loop runs in `fused.lif_sequence`, which stores only the membrane.
+    """
 
     def forward(self, xs: Tensor, state: LIFState | None = None) -> tuple[Tensor, LIFState]:
+        if self.w_rec is None:
+            spikes, v = lif_sequence(xs, self.p, None if state is None else state.v)
+            return spikes, LIFState(v, spikes[-1])
         return _sequence(lambda x, s: lif_step(x, s, self.p, self.w_rec), xs, state or self.initial_state(xs[0]))
 
 

@@ -99,13 +99,32 @@ class BiPerSpike(torch.autograd.Function):
     def forward(ctx, x: Tensor, alpha: float) -> Tensor:
         ctx.save_for_backward(x)
         ctx.alpha = alpha
-        return (torch.sin(alpha * x) > 0).to(x.dtype)
+        return biper_forward(x, alpha)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         (x,) = ctx.saved_tensors
-        return grad * (ctx.alpha / 2) * torch.cos(ctx.alpha * x), None
+        return grad * biper_derivative(x, ctx.alpha), None
 
+
+def biper_derivative(x: Tensor, alpha: float) -> Tensor:
+    return (alpha / 2) * torch.cos(alpha * x)
+
+
+def biper_forward(x: Tensor, alpha: float) -> Tensor:
+    return (torch.sin(alpha * x) > 0).to(x.dtype)
+
+
+# The derivative each surrogate uses backward, for kernels that run the time loop themselves.
+DERIVATIVES: dict[str, Callable[[Tensor, float], Tensor]] = {
+    "superspike": superspike_derivative,
+    "sigmoid": sigmoid_derivative,
+    "arctan": arctan_derivative,
+    "triangle": triangle_derivative,
+    "ste": straight_through_derivative,
+    "reste": reste_derivative,
+    "biper": biper_derivative,
+}
 
 SURROGATES: dict[str, type[torch.autograd.Function]] = {
     "superspike": SuperSpike,
