@@ -100,3 +100,13 @@ def test_sparsity_measures_density_and_a_crossover(tmp_path):
     assert all(0 < layer["x"] < 1 and layer["xy"] <= layer["x"] for layer in record["density"])
     for width in record["crossover"].values():
         assert len(width["rows"]) == 6 and 0 <= width["sparse_below"] <= 0.5
+
+
+@pytest.mark.slow
+def test_lif_libraries_quick_times_synaptorch_against_the_linear_bound():
+    record = run_benchmark("lif_libraries.py", "--quick")
+    (row,) = record["rows"]
+    assert row["n"] == 512 and row["linear"] > 0 and row["synaptorch"] > 0
+    assert row["over_linear"] > 0.8  # the Linear layer alone bounds the task from below, up to timing noise
+    for peer in ("snntorch", "spikingjelly", "norse"):
+        assert peer in row or peer in record["missing"]

@@ -18,7 +18,7 @@ def reference_loop(xs, p, v0):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    steps=st.integers(1, 30),
+    steps=st.integers(1, 80),  # across blocks of 32 steps
     width=st.integers(1, 6),
     beta=st.sampled_from([0.0, 0.5, 0.9, 1.0]),
     reset=st.sampled_from(["subtract", "zero", "none"]),
