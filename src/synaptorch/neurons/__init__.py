@@ -1,5 +1,6 @@
 """Spiking neurons: step functions over explicit state, surrogate gradients, module wrappers."""
 
+from synaptorch.neurons.encoders import delta_encode, latency_encode, raster_plot, rate_encode
 from synaptorch.neurons.fused import lif_sequence
 from synaptorch.neurons.lif import (
     ALIF,
@@ -32,8 +33,12 @@ __all__ = [
     "LIFParameters",
     "LIFState",
     "alif_step",
+    "delta_encode",
+    "latency_encode",
     "li_step",
     "lif_sequence",
     "lif_step",
+    "raster_plot",
+    "rate_encode",
     "spike",
 ]
