@@ -1,5 +1,6 @@
 """Spiking neurons: step functions over explicit state, surrogate gradients, module wrappers."""
 
+from synaptorch.neurons.delays import SynapticDelay
 from synaptorch.neurons.encoders import delta_encode, latency_encode, raster_plot, rate_encode
 from synaptorch.neurons.fused import lif_sequence
 from synaptorch.neurons.lif import (
@@ -32,6 +33,7 @@ __all__ = [
     "LIFCell",
     "LIFParameters",
     "LIFState",
+    "SynapticDelay",
     "alif_step",
     "delta_encode",
     "latency_encode",
