@@ -91,6 +91,14 @@ ReSTESpike = _step_function(
 )
 
 
+def biper_derivative(x: Tensor, alpha: float) -> Tensor:
+    return (alpha / 2) * torch.cos(alpha * x)
+
+
+def biper_forward(x: Tensor, alpha: float) -> Tensor:
+    return (torch.sin(alpha * x) > 0).to(x.dtype)
+
+
 class BiPerSpike(torch.autograd.Function):
     """Periodic binary function (BiPer): square wave (sin(alpha x) > 0) forward, derivative of
     (1 + sin(alpha x)) / 2 backward."""
@@ -105,14 +113,6 @@ class BiPerSpike(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         (x,) = ctx.saved_tensors
         return grad * biper_derivative(x, ctx.alpha), None
-
-
-def biper_derivative(x: Tensor, alpha: float) -> Tensor:
-    return (alpha / 2) * torch.cos(alpha * x)
-
-
-def biper_forward(x: Tensor, alpha: float) -> Tensor:
-    return (torch.sin(alpha * x) > 0).to(x.dtype)
 
 
 # The derivative each surrogate uses backward, for kernels that run the time loop themselves.
