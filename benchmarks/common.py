@@ -35,6 +35,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def best_seconds(variants: dict, rounds: int, calls: int) -> dict[str, float]:
+    """Seconds per call of each variant: the best of `rounds` rounds taken in turn, after a warm-up."""
+    for fn in variants.values():
+        fn()
+    best = dict.fromkeys(variants, float("inf"))
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - start) / calls)
+    return best
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -28,7 +28,7 @@ import torch
 from synaptorch.models.bdh import BDH
 from synaptorch.train.config import build_run_config
 
-from common import machine, matmul_peak_flops, peak_rss_mib, training_step
+from common import best_seconds, machine, matmul_peak_flops, peak_rss_mib, training_step
 
 GIB = 2**30
 
@@ -36,20 +36,6 @@ GIB = 2**30
 def cpu_tiny() -> BDH:
     torch.manual_seed(0)
     return BDH(build_run_config("cpu-tiny", architecture="bdh").model)
-
-
-def alternating_best(variants: dict, rounds: int, calls: int) -> dict[str, float]:
-    """Seconds per call of each variant: the best of `rounds` rounds taken in turn, after a warm-up."""
-    for fn in variants.values():
-        fn()
-    best = dict.fromkeys(variants, float("inf"))
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - start) / calls)
-    return best
 
 
 def measure_training(seq_len: int, tokens_per_batch: int, rounds: int, peak: float) -> dict:
@@ -68,7 +54,7 @@ def measure_training(seq_len: int, tokens_per_batch: int, rounds: int, peak: flo
     rows = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        seconds = alternating_best({"naive": step_with("naive"), "chunked": step_with("chunked")}, rounds, 2)
+        seconds = best_seconds({"naive": step_with("naive"), "chunked": step_with("chunked")}, rounds, 2)
         for name, s in seconds.items():
             flops = 3 * model.config.flops_per_token(seq_len) * batch * seq_len / s
             rows[f"{name}_{threads}t"] = {
@@ -100,7 +86,7 @@ def measure_chunk_sizes(seq_len: int, chunk_sizes: tuple[int, ...], rounds: int)
     variants = {
         str(chunk): lambda chunk=chunk: causal_linear_attention(q, x, chunk).backward(grad) for chunk in chunk_sizes
     }
-    ms = {name: round(1e3 * s, 1) for name, s in alternating_best(variants, rounds, 2).items()}
+    ms = {name: round(1e3 * s, 1) for name, s in best_seconds(variants, rounds, 2).items()}
     return {"seq_len": seq_len, "ms": ms, "auto": auto_chunk_size(seq_len, c.n_neuron, c.n_embd)}
 
 
@@ -151,7 +137,7 @@ def measure_generation(contexts: list[int], tokens: int, rounds: int) -> dict:
         variants = {(c, form): lambda c=c, form=form: run(c, form) for c in contexts for form in forms}
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            seconds = alternating_best(variants, rounds, tokens)
+            seconds = best_seconds(variants, rounds, tokens)
             for c in contexts:
                 rows.append({"context": c, "threads": threads, **{f: round(1e3 * seconds[c, f], 3) for f in forms}})
     torch.set_num_threads(2)

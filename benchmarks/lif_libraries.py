@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 from torch import nn
 
 from synaptorch.neurons import LIF
 
-from common import machine
+from common import best_seconds, machine
 
 STEPS, BATCH, BETA = 500, 16, 0.9
 
@@ -82,17 +81,7 @@ TASKS = {
 
 def seconds(task, n: int, repeats: int) -> float:
     x = torch.rand(STEPS, BATCH, n)
-
-    def once() -> None:
-        task(x).sum().backward()
-
-    once()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        once()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_seconds({n: lambda: task(x).sum().backward()}, rounds=repeats, calls=1)[n]
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +21,14 @@ import torch.nn.functional as F
 from synaptorch.checkpoint import load_checkpoint_tokenizer, load_model
 from synaptorch.models.bdh import BDH, BDHConfig, _generation_layers, rope
 
-from common import SHAKESPEARE, machine
+from common import SHAKESPEARE, best_seconds, machine
 
 WIDTHS = {"cpu-tiny": (4, 256, 128), "mid": (4, 2048, 256), "paper-25m": (4, 8192, 256)}  # heads, N, d
 DENSITIES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def best_ms(fn, calls: int) -> float:
+    return 1e3 * best_seconds({"fn": fn}, rounds=3, calls=calls)["fn"]
 
 
 def layer_density(checkpoint: str, text: str, tokens: int) -> list[dict]:
@@ -34,17 +37,6 @@ def layer_density(checkpoint: str, text: str, tokens: int) -> list[dict]:
     ids = tokenizer.encode(text)[-tokens:]
     activity = model.neuron_density(torch.tensor([ids]))
     return [{"layer": i, **{k: round(v, 4) for k, v in layer.items()}} for i, layer in enumerate(activity)]
-
-
-def best_ms(fn, calls: int, rounds: int = 3) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return 1e3 * best
 
 
 @torch.no_grad()
