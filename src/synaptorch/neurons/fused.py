@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from synaptorch.neurons.parameters import DEFAULT_LIF, LIFParameters, check_lif
+from synaptorch.neurons.parameters import DEFAULT_LIF, LIFParameters, check_lif, reset_membrane
 from synaptorch.neurons.surrogate import DERIVATIVES, biper_forward
 
 
@@ -88,17 +88,9 @@ class _FusedLIF(torch.autograd.Function):
 def _next_membrane(u: Tensor, p: LIFParameters) -> Tensor:
     """v after the reset, in as few operations as the reset allows."""
     if p.surrogate == "biper":
-        return _reset(u, _spikes(u - p.threshold, p), p)
+        return reset_membrane(u, _spikes(u - p.threshold, p), p.threshold, p.reset)
     if p.reset == "subtract":
         return torch.add(u, u > p.threshold, alpha=-p.threshold)
     if p.reset == "zero":
         return u.masked_fill(u > p.threshold, 0.0)
-    return u
-
-
-def _reset(u: Tensor, s: Tensor, p: LIFParameters) -> Tensor:
-    if p.reset == "subtract":
-        return u - p.threshold * s
-    if p.reset == "zero":
-        return u * (1 - s)
     return u

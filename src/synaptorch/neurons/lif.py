@@ -22,7 +22,14 @@ from torch import Tensor, nn
 
 from synaptorch.errors import ConfigError
 from synaptorch.neurons.fused import lif_sequence
-from synaptorch.neurons.parameters import DEFAULT_ALIF, DEFAULT_LIF, ALIFParameters, LIFParameters, check_lif
+from synaptorch.neurons.parameters import (
+    DEFAULT_ALIF,
+    DEFAULT_LIF,
+    ALIFParameters,
+    LIFParameters,
+    check_lif,
+    reset_membrane,
+)
 from synaptorch.neurons.surrogate import spike
 
 
@@ -44,7 +51,7 @@ def lif_step(
     current = x if w_rec is None else x + state.s @ w_rec
     v = p.beta * state.v + current
     s = spike(v - p.threshold, p.surrogate, p.alpha)
-    return s, LIFState(_reset(v, s, p.threshold, p.reset), s)
+    return s, LIFState(reset_membrane(v, s, p.threshold, p.reset), s)
 
 
 def alif_step(
@@ -57,21 +64,13 @@ def alif_step(
     threshold = q.threshold + p.adapt * state.b
     s = spike(v - threshold, q.surrogate, q.alpha)
     b = p.rho * state.b + (1 - p.rho) * s
-    return s, ALIFState(_reset(v, s, threshold, q.reset), s, b)
+    return s, ALIFState(reset_membrane(v, s, threshold, q.reset), s, b)
 
 
 def li_step(x: Tensor, v: Tensor, beta: float = 0.9) -> tuple[Tensor, Tensor]:
     """Leaky integrator: v = beta * v + x is both the output and the new state."""
     v = beta * v + x
     return v, v
-
-
-def _reset(v: Tensor, s: Tensor, threshold: Tensor | float, reset: str) -> Tensor:
-    if reset == "subtract":
-        return v - s * threshold
-    if reset == "zero":
-        return v * (1 - s)
-    return v
 
 
 def _sequence(step, xs: Tensor, state) -> tuple[Tensor, object]:

@@ -1,8 +1,11 @@
-"""Parameters of the integrate-and-fire neurons, shared by the step functions and the fused kernel."""
+"""Parameters of the integrate-and-fire neurons and their reset, shared by the step functions and
+the fused kernel."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
+
+from torch import Tensor
 
 from synaptorch.errors import ConfigError
 from synaptorch.neurons.surrogate import SURROGATES
@@ -35,3 +38,11 @@ def check_lif(p: LIFParameters) -> None:
         raise ConfigError(f"reset must be one of {', '.join(RESETS)}, got {p.reset!r}")
     if p.surrogate not in SURROGATES:
         raise ConfigError(f"surrogate must be one of {', '.join(SURROGATES)}, got {p.surrogate!r}")
+
+
+def reset_membrane(v: Tensor, s: Tensor, threshold: Tensor | float, reset: str) -> Tensor:
+    if reset == "subtract":
+        return v - s * threshold
+    if reset == "zero":
+        return v * (1 - s)
+    return v
