@@ -191,8 +191,7 @@ class BDH(LanguageModel):
 
     def forward(self, idx: Tensor) -> Tensor:
         """Parallel form: idx (B, T) -> logits (B, T, V)."""
-        phasors = rope_phasors(self.config.n_neuron, self.config.rope_theta, 0, idx.shape[1], idx.device)
-        x = layer_norm(self.embed(idx)).unsqueeze(0)  # (1, B, T, d)
+        x, phasors = self._inputs(idx, start=0)
         for _ in range(self.config.n_layer):
             if self.recompute and torch.is_grad_enabled():
                 x, _ = checkpoint(self._layer, x, phasors, None, use_reentrant=False)
@@ -205,12 +204,10 @@ class BDH(LanguageModel):
 
         Feeding a sequence chunk by chunk, in any split, gives the logits of the parallel form.
         """
-        c = self.config
         B, C = idx.shape
         if state is None:
             state = self.initial_state(B, device=idx.device)
-        phasors = rope_phasors(c.n_neuron, c.rope_theta, state.position, C, idx.device)
-        x = layer_norm(self.embed(idx)).unsqueeze(0)
+        x, phasors = self._inputs(idx, start=state.position)
         new_rho = []
         for rho in state.rho:
             x, rho = self._layer(x, phasors, rho=rho)
@@ -265,23 +262,27 @@ class BDH(LanguageModel):
         a = torch.zeros(c.n_head, c.n_embd, dtype=x.dtype, device=x.device)
         a.index_add_(0, head, q_active[:, None] * rho_rows[active])  # (nh, d)
         rho_rows.index_add_(0, active, q_active[:, None] * x[None, :])  # in place
-        encoder_y_rows = self._rearranged(self.encoder_y, lambda w: w.transpose(1, 2).reshape(-1, c.n_embd))
+        encoder_y_rows = self._rearranged(
+            "encoder_y rows", self.encoder_y, lambda w: w.transpose(1, 2).reshape(-1, c.n_embd)
+        )
         y_active = F.relu_((layer_norm(a)[head] * encoder_y_rows[active]).sum(-1))
         return (x_sparse[active] * y_active) @ self.decoder[active]  # (d,)
 
     def _encoder_x_flat(self) -> Tensor:
         """Dx as one (d, nh N) matrix, head after head."""
-        return self._rearranged(self.encoder_x, lambda w: w.transpose(0, 1).reshape(self.config.n_embd, -1))
+        return self._rearranged(
+            "encoder_x flat", self.encoder_x, lambda w: w.transpose(0, 1).reshape(self.config.n_embd, -1)
+        )
 
-    def _rearranged(self, weight: Tensor, rearrange) -> Tensor:
-        """rearrange(weight), kept between generated tokens until the weight changes."""
+    def _rearranged(self, name: str, weight: Tensor, rearrange) -> Tensor:
+        """rearrange(weight), kept under name between generated tokens until the weight changes."""
         if torch.is_grad_enabled():
             return rearrange(weight)
-        key = (weight.data_ptr(), weight._version)
-        cached = self._rearranged_weights.get(id(rearrange.__code__))
-        if cached is None or cached[0] != key:
-            cached = (key, rearrange(weight.detach()).contiguous())
-            self._rearranged_weights[id(rearrange.__code__)] = cached
+        version = (weight.data_ptr(), weight._version)
+        cached = self._rearranged_weights.get(name)
+        if cached is None or cached[0] != version:
+            cached = (version, rearrange(weight.detach()).contiguous())
+            self._rearranged_weights[name] = cached
         return cached[1]
 
     def _phasors_at(self, position: int, device) -> Tensor:
@@ -304,12 +305,17 @@ class BDH(LanguageModel):
     @torch.no_grad()
     def neuron_density(self, idx: Tensor) -> list[dict[str, float]]:
         """Per layer, the share of neurons firing over idx (B, T): in x_sparse, y_sparse and both."""
-        phasors = rope_phasors(self.config.n_neuron, self.config.rope_theta, 0, idx.shape[1], idx.device)
-        x = layer_norm(self.embed(idx)).unsqueeze(0)
+        x, phasors = self._inputs(idx, start=0)
         activity: list[dict[str, float]] = []
         for _ in range(self.config.n_layer):
             x, _ = self._layer(x, phasors, None, activity)
         return activity
+
+    def _inputs(self, idx: Tensor, start: int) -> tuple[Tensor, Tensor]:
+        """The residual stream (1, B, T, d) of tokens idx (B, T) and their RoPE phasors from position start."""
+        c = self.config
+        phasors = rope_phasors(c.n_neuron, c.rope_theta, start, idx.shape[1], idx.device)
+        return layer_norm(self.embed(idx)).unsqueeze(0), phasors
 
     def _layer(
         self, x: Tensor, phasors: Tensor, rho: Tensor | None, activity: list | None = None
