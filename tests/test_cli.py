@@ -231,6 +231,33 @@ def test_eval_max_tokens_and_split(cli, trained_run, corpus):
     assert last_json(result.stdout)["split"] == "all"
 
 
+def test_spike_eval_prints_a_row_per_time_step_and_a_json_line(cli, trained_run, corpus):
+    result = cli("spike-eval", trained_run.path, "--data", corpus, "--steps", "2,8", "--max-tokens", 64)
+    assert result.exit_code == 0, result.output
+    record = last_json(result.stdout)
+    assert [r["steps"] for r in record["spiking"]] == [2, 8]
+    assert all(r["tokens"] == 64 for r in record["spiking"])
+    val = load_corpus(corpus, ByteTokenizer()).split("val")
+    relu_loss, _ = evaluate_loss(load_model(trained_run.path), val, 16, 16, torch.device("cpu"), 64)
+    assert record["relu"]["loss"] == pytest.approx(relu_loss, abs=1e-5)
+    rows = [line.split() for line in result.stdout.splitlines() if re.match(r"\s*\d+ ", line)]
+    assert [int(row[0]) for row in rows] == [2, 8]
+
+
+def test_spike_eval_can_fine_tune_with_the_spikes_in_the_loop(cli, trained_run, corpus):
+    args = ("--data", corpus, "--steps", "2", "--max-tokens", 64, "--finetune-steps", 3, "--finetune-t", 2)
+    result = cli("spike-eval", trained_run.path, *args)
+    assert result.exit_code == 0, result.output
+    assert last_json(result.stdout)["finetune"]["steps"] == 3
+    assert "fine-tuned 3 steps at T = 2" in result.stdout
+
+
+def test_spike_eval_refuses_a_gpt_checkpoint(cli, corpus, tmp_path):
+    gpt = ("--model", "gpt", "--n-layer", 1, "--n-embd", 16, "--n-head", 2, "--block-size", 16, "--batch-size", 2)
+    assert cli("train", "--data", corpus, *gpt, "--max-steps", 1, "--quiet", "--out", tmp_path / "g").exit_code == 0
+    assert_user_error(cli("spike-eval", tmp_path / "g", "--data", corpus), "BDH checkpoints")
+
+
 def test_info_reports_the_models_parameter_count(cli, trained_run, read_metrics):
     result = cli("info", trained_run.path)
     assert result.exit_code == 0, result.output
@@ -412,6 +439,12 @@ OTHER_CASES = {
         lambda ws: ["eval", "--checkpoint", ws.run, "--data", ws.corpus, "--block-size", 0],
         "block-size",
     ),
+    "spike-eval with steps that are not integers": (
+        lambda ws: ["spike-eval", ws.run, "--data", ws.corpus, "--steps", "4,many"],
+        "comma-separated integers",
+    ),
+    "spike-eval with zero steps": (lambda ws: ["spike-eval", ws.run, "--data", ws.corpus, "--steps", "0"], "positive"),
+    "spike-eval of a missing checkpoint": (lambda ws: ["spike-eval", ws.tmp / "none", "--data", ws.corpus], "none"),
     "generate an empty prompt": (lambda ws: ["generate", "--checkpoint", ws.run, "--prompt", ""], "prompt is empty"),
     "generate at negative temperature": (
         lambda ws: ["generate", "--checkpoint", ws.run, "--temperature", -1],

@@ -1,4 +1,4 @@
-"""The `synaptorch` command line: train, generate, eval, info, convert.
+"""The `synaptorch` command line: train, generate, eval, spike-eval, info, convert.
 
 Every user error (a `SynaptorchError`) ends as one line on stderr and exit code 2.
 """
@@ -252,6 +252,114 @@ def eval_command(checkpoint, data, split, val_fraction, tokenizer, block_size, b
         "bpb": round(bits_per_byte(loss, corpus), 6),
     }
     click.echo(json.dumps(record))
+
+
+# --- spike-eval -----------------------------------------------------------------------------
+
+
+@main.command(name="spike-eval")
+@click.argument("checkpoint")
+@click.option("--steps", default="1,2,4,8,16,32,64", show_default=True, help="Time steps per token, comma-separated.")
+@click.option("--data", default="pydoc", show_default=True, help="Corpus: pydoc, shakespeare, a file or a folder.")
+@click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True)
+@click.option("--val-fraction", default=0.1, show_default=True, type=float)
+@click.option("--block-size", type=int, help="Window length.  [default: the training block size, else 128]")
+@click.option("--batch-size", default=16, show_default=True, type=int)
+@click.option(
+    "--max-tokens",
+    default=16384,
+    show_default=True,
+    type=int,
+    help="Score at most this many tokens (0: all).",
+)
+@click.option(
+    "--calibration-tokens",
+    default=4096,
+    show_default=True,
+    type=int,
+    help="Tokens from the start of the training split that set the thresholds.",
+)
+@click.option(
+    "--percentile", default=99.9, show_default=True, type=float, help="Threshold: this percentile of the activations."
+)
+@click.option(
+    "--finetune-steps",
+    default=0,
+    show_default=True,
+    type=int,
+    help="First train this many steps with the spiking neurons in the loop (surrogate gradients).",
+)
+@click.option("--finetune-t", default=4, show_default=True, type=int, help="Time steps per token while fine-tuning.")
+@click.option("--finetune-lr", default=3e-4, show_default=True, type=float)
+@click.option("--device", default="auto", show_default=True)
+@user_errors
+def spike_eval(checkpoint, steps, data, split, val_fraction, block_size, batch_size, max_tokens, **options) -> None:
+    """Run a BDH checkpoint with integrate-and-fire neurons for T steps per token, against its ReLU neurons.
+
+    Prints the ReLU model's figures, a row per T (loss, accuracy, agreement with the ReLU model's
+    next token, KL to it, spikes and synaptic operations per token) and a JSON line.
+    """
+    from synaptorch.checkpoint import load_checkpoint_tokenizer, load_model, read_meta, resolve_checkpoint
+    from synaptorch.data.corpus import load_corpus
+    from synaptorch.errors import ConfigError
+    from synaptorch.models import BDH
+    from synaptorch.models.spiking_bdh import (
+        as_records,
+        convert,
+        evaluate_spiking,
+        finetune_spiking,
+        parse_time_steps,
+    )
+    from synaptorch.train.trainer import pick_device
+
+    time_steps = parse_time_steps(steps)
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+    folder = resolve_checkpoint(checkpoint)
+    model = load_model(folder, map_location=pick_device(options["device"])).eval()
+    if not isinstance(model, BDH):
+        raise ConfigError(f"spike-eval runs BDH checkpoints; {folder} holds a {model.architecture} model")
+    tok = load_checkpoint_tokenizer(folder)
+    _check_vocab(model, tok)
+    if block_size is None:
+        block_size = read_meta(folder).get("train", {}).get("block_size", 128)
+    corpus = load_corpus(data, tok, val_fraction)
+    train_split = corpus.split("train")
+    spiking = convert(model, train_split[: options["calibration_tokens"]], block_size, options["percentile"])
+    record: dict = {"checkpoint": str(folder), "data": str(data), "split": split}
+    if options["finetune_steps"]:
+        losses = finetune_spiking(
+            spiking,
+            train_split,
+            options["finetune_steps"],
+            options["finetune_t"],
+            block_size,
+            lr=options["finetune_lr"],
+        )
+        first, last = round(losses[0], 6), round(losses[-1], 6)
+        record["finetune"] = {"steps": len(losses), "t": options["finetune_t"], "first_loss": first, "last_loss": last}
+        click.echo(
+            f"fine-tuned {len(losses)} steps at T = {options['finetune_t']}: "
+            f"train loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+        )
+    relu, results = evaluate_spiking(
+        model, spiking, corpus.split(split), time_steps, block_size, batch_size, max_tokens
+    )
+    click.echo(
+        f"ReLU model: loss {relu.loss:.4f}, accuracy {relu.accuracy:.4f}, {relu.active_per_token:,.0f} active "
+        f"neurons/token, {relu.macs_per_token:,.0f} MACs/token in the synapses spikes replace "
+        f"({relu.active_macs_per_token:,.0f} touching only active neurons), "
+        f"{relu.analog_macs_per_token:,.0f} analog MACs/token in both"
+    )
+    header = ("T", "loss", "accuracy", "agreement", "KL", "spikes/tok", "ops/tok", "ops/MACs")
+    click.echo(" ".join(f"{name:>{width}}" for name, width in zip(header, (5, 8, 9, 10, 9, 11, 11, 8), strict=True)))
+    for r in results:
+        click.echo(
+            f"{r.steps:>5} {r.loss:>8.4f} {r.accuracy:>9.4f} {r.agreement:>10.4f} {r.kl:>9.5f} "
+            f"{r.spikes_per_token:>11,.0f} {r.synaptic_ops_per_token:>11,.0f} "
+            f"{r.synaptic_ops_per_token / relu.macs_per_token:>8.3f}"
+        )
+    click.echo(json.dumps(record | as_records(relu, results)))
 
 
 # --- info -----------------------------------------------------------------------------------

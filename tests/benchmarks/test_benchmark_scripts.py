@@ -110,3 +110,16 @@ def test_lif_libraries_quick_times_synaptorch_against_the_linear_bound():
     assert row["over_linear"] > 0.8  # the Linear layer alone bounds the task from below, up to timing noise
     for peer in ("snntorch", "spikingjelly", "norse"):
         assert peer in row or peer in record["missing"]
+
+
+@pytest.mark.slow
+def test_spiking_bdh_agreement_rises_with_the_time_steps():
+    record = run_benchmark(
+        "spiking_bdh.py",
+        *("--train-seconds", "30", "--steps", "1,8,64", "--max-tokens", "1024", "--calibration-tokens", "1024"),
+        *("--finetune-steps", "2"),
+    )
+    agreement = [r["agreement"] for r in record["spiking"]]
+    assert agreement[0] < agreement[1] < agreement[2]
+    assert record["relu"]["macs_per_token"] > 0 and record["spiking"][0]["synaptic_ops_per_token"] > 0
+    assert [r["steps"] for r in record["finetuned"]["spiking"]] == [1, 8, 64]
