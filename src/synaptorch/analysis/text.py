@@ -15,8 +15,9 @@ import numpy as np
 from synaptorch.data.tokenizer import ByteTokenizer, HFTokenizer
 from synaptorch.errors import ConfigError, DataError
 
-# Sentences end at . ! ? followed by white space, or at a blank line.
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
+# Sentences end at . ! ? followed by white space, and at line ends: in wrapped prose a line is
+# about a sentence long, and lists, code and verse have no full stops.
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")
 
 
 @dataclass
