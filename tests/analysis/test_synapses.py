@@ -6,7 +6,7 @@ import torch
 
 from synaptorch.analysis.recording import stream
 from synaptorch.analysis.synapses import ConceptGrowth, Synapse, trace_concept
-from synaptorch.analysis.text import concept_pattern
+from synaptorch.analysis.text import concept_pattern, split_held_out
 from synaptorch.data.tokenizer import ByteTokenizer
 from synaptorch.errors import DataError
 from synaptorch.models.bdh import rope, rope_phasors
@@ -27,9 +27,8 @@ def sentences(n: int, seed: int) -> str:
 
 
 def test_tracing_recovers_the_planted_synapse(planted_model):
-    trace = trace_concept(
-        planted_model, ByteTokenizer(), sentences(90, seed=0), concept_pattern(["qq"]), window=64, top=5, holdout=0.4
-    )
+    text = sentences(90, seed=0)
+    trace = trace_concept(planted_model, ByteTokenizer(), text, concept_pattern(["qq"]), window=64, top=5, holdout=0.4)
     first = trace.synapses[0]
     assert Synapse(first.layer, first.head, first.neuron, first.dim) == Synapse(0, 1, 2, 3)
     assert first.score > 2 * trace.synapses[1].score
@@ -39,7 +38,8 @@ def test_tracing_recovers_the_planted_synapse(planted_model):
     assert first.rank_biserial == 1
     assert first.p < 1e-5
     assert first.mean_without == 0 and first.mean_with > 0.1
-    assert trace.concept_tokens == 2 * 18  # 'qq' in 18 of the 54 sentences of the ranking part
+    kept, _ = split_held_out(text, 0.4)
+    assert trace.concept_tokens == 2 * kept.count("qq")
 
 
 def test_growth_in_the_neurons_frame_rotates_into_the_models_synapse_state(planted_model):
@@ -78,6 +78,9 @@ def test_tracing_errors_are_user_errors(planted_model):
     text = sentences(60, seed=1)
     with pytest.raises(DataError, match="does not occur"):
         trace_concept(planted_model, ByteTokenizer(), text, concept_pattern(["absent"]), window=32)
-    only_at_start = "qq the neuron. " * 30 + "the neuron fires. " * 2
+    lines = text.replace("qq", "").splitlines()
+    only_at_start = "\n".join(["qq " + line for line in lines[:5]] + lines[5:])  # no block set aside has it
     with pytest.raises(DataError, match="held-out"):
-        trace_concept(planted_model, ByteTokenizer(), only_at_start, concept_pattern(["qq"]), window=32, holdout=0.1)
+        trace_concept(planted_model, ByteTokenizer(), only_at_start, concept_pattern(["qq"]), window=32)
+    with pytest.raises(DataError, match="too short"):
+        trace_concept(planted_model, ByteTokenizer(), "qq the neuron. " * 30, concept_pattern(["qq"]), window=32)

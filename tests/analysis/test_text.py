@@ -1,6 +1,6 @@
 import pytest
 
-from synaptorch.analysis.text import concept_mask, concept_pattern, encode_text, sentence_spans
+from synaptorch.analysis.text import concept_mask, concept_pattern, encode_text, sentence_spans, split_held_out
 from synaptorch.data.tokenizer import ByteTokenizer
 from synaptorch.errors import ConfigError, DataError
 
@@ -48,3 +48,12 @@ def test_sentences_split_at_stops_and_line_ends():
 def test_empty_text_is_a_user_error():
     with pytest.raises(DataError):
         encode_text(ByteTokenizer(), " \n")
+
+
+def test_held_out_blocks_are_spread_over_the_text():
+    text = "".join(f"line {i:03d}\n" for i in range(100))
+    kept, held = split_held_out(text, holdout=0.3, blocks=10)
+    assert len(held) == 30 * 9 and len(kept) == 70 * 9
+    held_lines = [int(line.split()[1]) for line in held.splitlines()]
+    assert held_lines == [*range(30, 40), *range(60, 70), *range(90, 100)]  # every third or fourth block
+    assert sorted(kept.splitlines() + held.splitlines()) == text.splitlines()

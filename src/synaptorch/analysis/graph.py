@@ -69,7 +69,7 @@ def louvain_modularity(graph: nx.DiGraph, seed: int) -> tuple[float, int]:
     return float(nx.community.modularity(graph, communities)), len(communities)
 
 
-def rewired(graph: nx.DiGraph, seed: int, swaps_per_edge: int = 10) -> nx.DiGraph:
+def rewired(graph: nx.DiGraph, seed: int, swaps_per_edge: int = 5) -> nx.DiGraph:
     """A copy of graph with shuffled edges and the same in- and out-degree at every node.
 
     Two edges a -> b and c -> d trade targets, a -> d and c -> b, unless that makes a self-loop

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from synaptorch.analysis.recording import Batch
@@ -40,7 +41,7 @@ class NeuronCollector:
         acts = torch.stack([t["x_sparse"] for t in batch.layers]).cpu()
         acts = acts.permute(2, 3, 0, 1, 4).reshape(batch.ids.numel(), -1)
         ids = batch.ids.reshape(-1).cpu()
-        self.mass.index_add_(1, ids, acts.T.double())
+        self.mass += (acts.T @ F.one_hot(ids, self.mass.shape[1]).to(acts.dtype)).double()
         self.token_counts += torch.bincount(ids, minlength=self.token_counts.numel())
         chunk = acts.topk(min(self.top_k, acts.shape[0]), dim=0)
         values = torch.cat([self.top_values, chunk.values])

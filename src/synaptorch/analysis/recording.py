@@ -40,7 +40,7 @@ def check_bdh(model) -> BDH:
 def default_batch_size(model: BDH, window: int) -> int:
     c = model.config
     state_per_window = c.n_layer * c.n_head * c.n_neuron * c.n_embd
-    return max(1, min(64, STATE_BUDGET // state_per_window, 2**16 // window))
+    return max(1, min(16, STATE_BUDGET // state_per_window, 2**14 // window))
 
 
 @torch.no_grad()

@@ -8,9 +8,10 @@ position of the text; the growth of a synapse at token t is therefore taken in t
 own frame, x_sparse_t[i] * x_t[k], the write before the rotation (and what a read at the same
 position gets back). Rotated and summed over a window it is exactly the model's rho.
 
-Ranking: on the first part of the text, a synapse's score is its mean growth at tokens of the
-concept minus its mean growth at the other tokens. Selectivity: the rest of the text is cut
-into sentences, each read from a fresh state; a sentence's value for a synapse is the synapse's
+Ranking: the text is cut into blocks at line ends and a share of them, spread over the text, is
+set aside. On the other blocks a synapse's score is its mean growth at tokens of the concept
+minus its mean growth at the other tokens. Selectivity: the blocks set aside are cut into
+sentences (and lines), each read from a fresh state; a sentence's value for a synapse is the synapse's
 mean growth per token over it, and the sentences with the concept are compared with those
 without by a Mann-Whitney U test (first sample: with the concept).
 """
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from synaptorch.analysis.recording import Batch, check_bdh, run_batch, stream
 from synaptorch.analysis.stats import MannWhitney, mann_whitney_u
-from synaptorch.analysis.text import EncodedText, concept_mask, encode_text, sentence_spans
+from synaptorch.analysis.text import EncodedText, concept_mask, encode_text, sentence_spans, split_held_out
 from synaptorch.errors import DataError
 
 
@@ -157,13 +158,14 @@ def trace_concept(
     max_sentences: int = 400,
     batch_size: int | None = None,
 ) -> Trace:
-    """Rank synapses by their growth on the concept over the first 1 - holdout of text, then test
-    the top ones on the sentences of the rest."""
+    """Rank synapses by their growth on the concept over 1 - holdout of the text, then test the top
+    ones on the sentences of the rest."""
     c = check_bdh(model).config
     if not 0 < holdout < 1:
         raise DataError(f"the held-out share must be in (0, 1), got {holdout}")
-    cut = round(len(text) * (1 - holdout))
-    ranking_text, held_out_text = text[:cut], text[cut:]
+    ranking_text, held_out_text = split_held_out(text, holdout)
+    if not ranking_text.strip() or not held_out_text.strip():
+        raise DataError("the text is too short to set a part aside for the selectivity test")
     ranking = encode_text(tokenizer, ranking_text)
     growth = ConceptGrowth(c.n_layer, c.n_head, c.n_neuron, c.n_embd, concept_mask(ranking, pattern))
     for batch in stream(model, ranking.ids, window, batch_size):

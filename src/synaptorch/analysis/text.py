@@ -7,6 +7,7 @@ and BPE tokenizers alike, and snippets around a token are cut from the text itse
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -83,6 +84,25 @@ def concept_mask(encoded: EncodedText, pattern: re.Pattern) -> np.ndarray:
         covered[match.start() + 1 : match.end() + 1] = 1
     prefix = np.cumsum(covered)  # prefix[c] = matched characters before character c
     return prefix[encoded.ends] > prefix[encoded.starts]
+
+
+def split_held_out(text: str, holdout: float, blocks: int = 20) -> tuple[str, str]:
+    """The text cut at line ends into about `blocks` blocks, and spread over them, a share holdout of
+    the blocks set aside: (the rest joined, the held-out blocks joined). Spreading them keeps a
+    concept that is frequent in one part of the text from landing on one side only."""
+    block_chars = max(1, len(text) // blocks)
+    pieces, current, size = [], [], 0
+    for line in text.splitlines(keepends=True):
+        current.append(line)
+        size += len(line)
+        if size >= block_chars:
+            pieces.append("".join(current))
+            current, size = [], 0
+    if current:
+        pieces.append("".join(current))
+    held = [math.floor((i + 1) * holdout) > math.floor(i * holdout) for i in range(len(pieces))]
+    kept = "".join(p for p, h in zip(pieces, held, strict=True) if not h)
+    return kept, "".join(p for p, h in zip(pieces, held, strict=True) if h)
 
 
 def sentence_spans(encoded: EncodedText, max_tokens: int) -> list[tuple[int, int]]:
