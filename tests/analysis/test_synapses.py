@@ -70,8 +70,10 @@ def test_concept_growth_is_the_difference_of_means(planted_model):
         per_token.append(torch.einsum("hbtn,btd->bthnd", layer["x_sparse"], layer["residual"]).flatten(0, 1))
     per_token = torch.cat(per_token).double()
     concept = torch.as_tensor(mask)
-    expected = per_token[concept].mean(0) - per_token[~concept].mean(0)
-    assert torch.allclose(scores[0], expected)
+    difference = per_token[concept].mean(0) - per_token[~concept].mean(0)
+    residual = torch.cat([b.layers[0]["residual"].flatten(0, 1) for b in stream(planted_model, ids, window=16)])
+    rms = residual.double().square().mean(0).sqrt()
+    assert torch.allclose(scores[0], difference / rms)
 
 
 def test_tracing_errors_are_user_errors(planted_model):

@@ -220,9 +220,11 @@ def build_report(
                 "Synapses of the concept",
                 f"<p>Concept <code>{html.escape(trace.concept)}</code>: {trace.concept_tokens:,} of "
                 f"{trace.tokens:,} tokens of the ranking part. Held-out sentences: {trace.sentences_with} "
-                f"with the concept, {trace.sentences_without} without. U: pairs (with, without) where the "
-                "sentence with the concept grows the synapse more; r = 2U/(n1 n2) - 1, +1 when every "
-                "sentence with the concept is above every one without. <a href='synapses.csv'>synapses.csv</a></p>"
+                f"with the concept, {trace.sentences_without} without. Score: mean growth of the synapse on "
+                "concept tokens minus elsewhere, the residual dimension in units of its RMS. U: pairs (with, "
+                "without) where the sentence with the concept grows the synapse more; r = 2U/(n1 n2) - 1, "
+                "+1 when every sentence with the concept is above every one without. "
+                "<a href='synapses.csv'>synapses.csv</a></p>"
                 + _image("synapses.png", "held-out growth of the top synapses")
                 + _table(trace.rows()),
             )

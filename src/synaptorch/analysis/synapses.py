@@ -10,7 +10,11 @@ position gets back). Rotated and summed over a window it is exactly the model's 
 
 Ranking: the text is cut into blocks at line ends and a share of them, spread over the text, is
 set aside. On the other blocks a synapse's score is its mean growth at tokens of the concept
-minus its mean growth at the other tokens. Selectivity: the blocks set aside are cut into
+minus its mean growth at the other tokens, with the residual dimension k measured in units of
+its root mean square over the text: a few dimensions carry large values at every token, and
+their synapses would otherwise lead the ranking on magnitude alone. (Dividing by each synapse's
+own spread instead would give every synapse that moves with the concept alone the same score,
+however faint its neuron.) Selectivity: the blocks set aside are cut into
 sentences (and lines), each read from a fresh state; a sentence's value for a synapse is the synapse's
 mean growth per token over it, and the sentences with the concept are compared with those
 without by a Mann-Whitney U test (first sample: with the concept).
@@ -32,12 +36,14 @@ from synaptorch.errors import DataError
 
 
 class ConceptGrowth:
-    """Sums of every synapse's growth at concept tokens and at all tokens, over a streamed text."""
+    """Sums of every synapse's growth at concept tokens and at all tokens, and of the square of every
+    residual dimension, over a streamed text."""
 
     def __init__(self, n_layer: int, n_head: int, n_neuron: int, n_embd: int, mask: np.ndarray) -> None:
         self.mask = torch.as_tensor(mask, dtype=torch.float32)
         self.concept_sum = torch.zeros(n_layer, n_head, n_neuron, n_embd, dtype=torch.float64)
         self.total_sum = torch.zeros_like(self.concept_sum)
+        self.residual_squares = torch.zeros(n_layer, n_embd, dtype=torch.float64)
         self.concept_tokens = 0
         self.tokens = 0
 
@@ -50,15 +56,19 @@ class ConceptGrowth:
             growth_in_concept = torch.einsum("hbtn,btd->hnd", x_sparse * concept[None, :, :, None], residual)
             self.concept_sum[layer] += growth_in_concept.double()
             self.total_sum[layer] += torch.einsum("hbtn,btd->hnd", x_sparse, residual).double()
+            self.residual_squares[layer] += residual.double().square().sum((0, 1))
 
     def scores(self) -> Tensor:
-        """(n_layer, nh, N, d): mean growth at concept tokens minus mean growth at the others."""
+        """(n_layer, nh, N, d): mean growth at concept tokens minus mean growth at the others, the
+        residual dimension in units of its root mean square."""
         if self.concept_tokens == 0:
             raise DataError("the concept does not occur in the text")
         if self.concept_tokens == self.tokens:
             raise DataError("every token of the text belongs to the concept; nothing to compare with")
         outside = (self.total_sum - self.concept_sum) / (self.tokens - self.concept_tokens)
-        return self.concept_sum / self.concept_tokens - outside
+        difference = self.concept_sum / self.concept_tokens - outside
+        rms = (self.residual_squares / self.tokens).sqrt().clamp_min(1e-12)
+        return difference / rms[:, None, None, :]
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,7 @@ class TracedSynapse:
     head: int
     neuron: int
     dim: int
-    score: float  # mean growth at concept tokens minus elsewhere, on the ranking part
+    score: float  # mean growth at concept tokens minus elsewhere (residual in RMS units), ranking part
     mean_with: float  # held-out sentences with the concept: mean growth per token
     mean_without: float
     u: float
