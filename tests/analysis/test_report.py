@@ -135,8 +135,27 @@ def test_inspect_user_errors(cli, trained_run, corpus, tmp_path):
     )
     assert_user_error(cli("inspect", "sparsity", trained_run.path, "--text", corpus, "--window", 0), "window")
     assert_user_error(cli("inspect", "graph", trained_run.path, "--keep", 2), "keep")
+    assert_user_error(cli("inspect", "graph", trained_run.path, "--baselines", 0), "baseline")
+    assert_user_error(cli("inspect", "trace", trained_run.path, "--text", corpus, "--concept", "a", "--top", 0), "rank")
+    holdout = cli("inspect", "trace", trained_run.path, "--text", corpus, "--concept", "a", "--holdout", 1)
+    assert_user_error(holdout, "held-out")
 
 
 def test_inspect_refuses_a_gpt_checkpoint(cli, corpus, tmp_path):
     GPT(GPTConfig(n_layer=1, n_embd=16, n_head=2)).save_pretrained(tmp_path / "gpt")
     assert_user_error(cli("inspect", "sparsity", tmp_path / "gpt", "--text", corpus), "BDH")
+
+
+def test_help_of_every_inspect_command_lists_its_options(cli):
+    import click
+
+    from synaptorch.cli import main
+
+    for name, command in main.commands["inspect"].commands.items():
+        result = cli("inspect", name, "--help")
+        assert result.exit_code == 0
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert all(opt in result.stdout for opt in param.opts), (name, param.opts)
+            else:
+                assert param.name.upper() in result.stdout

@@ -126,6 +126,8 @@ def degrees(graph: nx.DiGraph) -> tuple[np.ndarray, np.ndarray]:
 
 
 def graph_stats(graph: nx.DiGraph, seed: int = 0, baselines: int = 5) -> GraphStats:
+    if baselines < 1:
+        raise ConfigError(f"the modularity baseline needs at least one rewired graph, got {baselines}")
     in_degree, out_degree = degrees(graph)
     modularity, communities = louvain_modularity(graph, seed)
     baseline = [louvain_modularity(rewired(graph, seed + 1 + i), seed)[0] for i in range(baselines)]

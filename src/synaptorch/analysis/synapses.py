@@ -32,7 +32,7 @@ from torch import Tensor
 from synaptorch.analysis.recording import Batch, check_bdh, run_batch, stream
 from synaptorch.analysis.stats import MannWhitney, mann_whitney_u
 from synaptorch.analysis.text import EncodedText, concept_mask, encode_text, sentence_spans, split_held_out
-from synaptorch.errors import DataError
+from synaptorch.errors import ConfigError, DataError
 
 
 class ConceptGrowth:
@@ -172,7 +172,9 @@ def trace_concept(
     ones on the sentences of the rest."""
     c = check_bdh(model).config
     if not 0 < holdout < 1:
-        raise DataError(f"the held-out share must be in (0, 1), got {holdout}")
+        raise ConfigError(f"the held-out share must be in (0, 1), got {holdout}")
+    if top < 1:
+        raise ConfigError(f"the number of synapses to rank must be positive, got {top}")
     ranking_text, held_out_text = split_held_out(text, holdout)
     if not ranking_text.strip() or not held_out_text.strip():
         raise DataError("the text is too short to set a part aside for the selectivity test")
