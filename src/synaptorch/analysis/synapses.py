@@ -14,10 +14,12 @@ minus its mean growth at the other tokens, with the residual dimension k measure
 its root mean square over the text: a few dimensions carry large values at every token, and
 their synapses would otherwise lead the ranking on magnitude alone. (Dividing by each synapse's
 own spread instead would give every synapse that moves with the concept alone the same score,
-however faint its neuron.) Selectivity: the blocks set aside are cut into
-sentences (and lines), each read from a fresh state; a sentence's value for a synapse is the synapse's
-mean growth per token over it, and the sentences with the concept are compared with those
-without by a Mann-Whitney U test (first sample: with the concept).
+however faint its neuron.)
+
+Selectivity: the blocks set aside are cut into sentences and lines, each read from a fresh
+state. A sentence's value for a synapse is the synapse's mean growth per token over it, and the
+sentences with the concept are compared with those without by a Mann-Whitney U test (first
+sample: with the concept).
 """
 
 from __future__ import annotations
