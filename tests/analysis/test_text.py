@@ -9,7 +9,7 @@ def test_byte_tokens_point_back_to_their_characters():
     encoded = encode_text(ByteTokenizer(), "né x")
     assert encoded.ids.tolist() == list("né x".encode())
     assert encoded.starts.tolist() == [0, 1, 1, 2, 3]  # both bytes of 'é' belong to character 1
-    assert encoded.token_text(2) == "é"
+    assert encoded.snippet(2, width=1) == "n[é] "
     assert encoded.snippet(4, width=2) == "é [x]"
 
 

@@ -108,8 +108,9 @@ def _ks_distance(tail: np.ndarray, alpha: float, x_min: int) -> float:
 
 def fit_power_law(values, min_tail: int = 10) -> PowerLaw | None:
     """Clauset, Shalizi & Newman (2009): for each candidate x_min the discrete MLE of alpha, keeping
-    the x_min whose fit is closest to the data in KS distance. Values below 1 are left out; None
-    when fewer than min_tail values or fewer than two distinct ones remain."""
+    the x_min whose fit is closest to the data in KS distance. alpha is searched in (1, 8]; a fit
+    at 8 means a tail too steep to call a power law. Values below 1 are left out; None when fewer
+    than min_tail values or fewer than two distinct ones remain."""
     x = np.asarray(values, dtype=np.int64).ravel()
     x = x[x >= 1]
     if len(x) < min_tail or len(np.unique(x)) < 2:

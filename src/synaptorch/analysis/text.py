@@ -38,9 +38,6 @@ class EncodedText:
         right = self.text[end : end + width]
         return _one_line(f"{left}[{self.text[start:end]}]{right}")
 
-    def token_text(self, position: int) -> str:
-        return self.text[int(self.starts[position]) : int(self.ends[position])]
-
 
 def _one_line(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
