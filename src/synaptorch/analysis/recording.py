@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from synaptorch.errors import ConfigError
-from synaptorch.models.bdh import BDH, BDHState
+from synaptorch.models.bdh import BDH, BDHConfig, BDHState
 
 # Numbers of synapse state held by one batch of windows (all layers); bounds the batch size.
 STATE_BUDGET = 2**26
@@ -37,8 +37,7 @@ def check_bdh(model) -> BDH:
     return model
 
 
-def default_batch_size(model: BDH, window: int) -> int:
-    c = model.config
+def default_batch_size(c: BDHConfig, window: int) -> int:
     state_per_window = c.n_layer * c.n_head * c.n_neuron * c.n_embd
     return max(1, min(16, STATE_BUDGET // state_per_window, 2**14 // window))
 
@@ -60,7 +59,7 @@ def stream(model: BDH, ids: np.ndarray, window: int, batch_size: int | None = No
     if window <= 0:
         raise ConfigError(f"the window must be positive, got {window}")
     model.eval()
-    batch_size = batch_size or default_batch_size(model, window)
+    batch_size = batch_size or default_batch_size(model.config, window)
     device = model.readout.device
     n_full = len(ids) // window
     for first in range(0, n_full, batch_size):
