@@ -159,3 +159,18 @@ def test_help_of_every_inspect_command_lists_its_options(cli):
                 assert all(opt in result.stdout for opt in param.opts), (name, param.opts)
             else:
                 assert param.name.upper() in result.stdout
+
+
+@pytest.mark.slow
+def test_report_of_a_cpu_tiny_model_on_python_docs(tmp_path):
+    from synaptorch.data.corpus import pydoc_text
+    from synaptorch.train.config import PRESETS
+
+    model = BDH(BDHConfig(**PRESETS["bdh"]["cpu-tiny"]["model"]))
+    text = pydoc_text()[:30_000].decode("utf-8", "ignore")
+    summary = build_report(
+        model, ByteTokenizer(), text, tmp_path, window=128, pattern=concept_pattern(regex=r"\breturn\b")
+    )
+    assert summary["sparsity"]["neurons"] == 4 * 4 * 256
+    assert summary["graph"]["G_x"]["edges"] == round(0.05 * 256 * 255)
+    assert_self_contained(tmp_path)
