@@ -135,6 +135,9 @@ def test_inspect_user_errors(cli, trained_run, corpus, tmp_path):
     )
     assert_user_error(cli("inspect", "sparsity", trained_run.path, "--text", corpus, "--window", 0), "window")
     assert_user_error(cli("inspect", "graph", trained_run.path, "--keep", 2), "keep")
+    before = corpus.read_bytes()
+    assert_user_error(cli("inspect", "report", trained_run.path, "--text", corpus, "--out", corpus), "is a file")
+    assert corpus.read_bytes() == before
     assert_user_error(cli("inspect", "graph", trained_run.path, "--baselines", 0), "baseline")
     assert_user_error(cli("inspect", "trace", trained_run.path, "--text", corpus, "--concept", "a", "--top", 0), "rank")
     holdout = cli("inspect", "trace", trained_run.path, "--text", corpus, "--concept", "a", "--holdout", 1)

@@ -23,6 +23,7 @@ from synaptorch.analysis.recording import check_bdh, stream
 from synaptorch.analysis.sparsity import Sparsity, SparsityCounter
 from synaptorch.analysis.synapses import Trace, trace_concept
 from synaptorch.analysis.text import EncodedText, encode_text
+from synaptorch.errors import ConfigError
 
 
 @dataclass
@@ -149,6 +150,8 @@ def build_report(
 ) -> dict:
     """Write the report into folder out (created if needed) and return its summary."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; the report needs a folder")
     out.mkdir(parents=True, exist_ok=True)
     activity = measure_activity(model, tokenizer, text, window)
     neuron_rows = activity.selectivity.rows(activity.encoded, tokenizer, activity.sparsity.x_rate)
