@@ -1,4 +1,4 @@
-"""The `synaptorch` command line: train, generate, eval, spike-eval, info, convert.
+"""The `synaptorch` command line: train, generate, eval, spike-eval, info, convert, inspect.
 
 Every user error (a `SynaptorchError`) ends as one line on stderr and exit code 2.
 """
@@ -410,6 +410,172 @@ def convert(src, dst, n_layer) -> None:
     model = load_reference_checkpoint(src, n_layer=n_layer)
     model.save_pretrained(dst, converted_from=str(src))
     click.echo(f"wrote {dst}: {model.config.n_params:,} parameters, {json.dumps(model.config.to_dict())}")
+
+
+# --- inspect --------------------------------------------------------------------------------
+
+
+@main.group()
+def inspect() -> None:
+    """Look inside a BDH checkpoint: sparsity, Hebbian synapses, neurons and the neuron graph."""
+
+
+def _inspected(checkpoint: str, text_file: str | None, window: int | None, device: str):
+    """The model, its tokenizer, the text (None without --text) and the window length."""
+    from synaptorch.analysis.recording import check_bdh
+    from synaptorch.checkpoint import load_checkpoint_tokenizer, load_model, read_meta, resolve_checkpoint
+    from synaptorch.errors import ConfigError
+    from synaptorch.train.trainer import pick_device
+
+    folder = resolve_checkpoint(checkpoint)
+    text = None
+    if text_file is not None:
+        path = Path(text_file)
+        if not path.is_file():
+            raise DataError(f"text file not found: {text_file}")
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if not text.strip():
+            raise DataError(f"text file {text_file} is empty")
+    model = check_bdh(load_model(folder, map_location=pick_device(device))).eval()
+    tokenizer = load_checkpoint_tokenizer(folder)
+    _check_vocab(model, tokenizer)
+    if window is None:
+        window = read_meta(folder).get("train", {}).get("block_size", 256)
+    if window <= 0:
+        raise ConfigError(f"--window must be positive, got {window}")
+    return model, tokenizer, text, window
+
+
+def _concept(words: str | None, regex: str | None, required: bool):
+    from synaptorch.analysis.text import concept_pattern
+
+    if words is None and regex is None:
+        if required:
+            raise DataError("give a concept with --concept WORD[,WORD...] or --concept-regex RE")
+        return None
+    return concept_pattern(words.split(",") if words else None, regex)
+
+
+def text_options(command):
+    options = [
+        click.argument("checkpoint"),
+        click.option("--text", "text_file", required=True, help="Text file to read the model's activity on."),
+        click.option(
+            "--window",
+            type=int,
+            help="Tokens per window, each read from a fresh synapse state.  [default: the training block size]",
+        ),
+        click.option("--device", default="cpu", show_default=True),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def concept_options(command):
+    command = click.option("--concept-regex", help="The concept as a regular expression over the text.")(command)
+    return click.option("--concept", help="The concept as comma-separated words (whole words, any case).")(command)
+
+
+@inspect.command()
+@text_options
+@concept_options
+@click.option("--out", required=True, help="Folder for report.html, the PNG figures, CSV tables and summary.json.")
+@click.option("--keep", default=0.05, show_default=True, help="Share of neuron pairs kept as graph edges.")
+@click.option("--top", default=10, show_default=True, help="Synapses to rank and test for the concept.")
+@click.option("--holdout", default=0.3, show_default=True, help="Share of the text kept for the selectivity test.")
+@click.option("--baselines", default=5, show_default=True, help="Rewired graphs in the modularity baseline.")
+@click.option("--seed", default=0, show_default=True, help="Seed of Louvain and of the rewiring.")
+@user_errors
+def report(checkpoint, text_file, window, device, concept, concept_regex, out, keep, top, holdout, baselines, seed):
+    """Write an HTML report of a checkpoint on a text into --out; prints a JSON summary line.
+
+    Without a concept the report has no synapse section.
+    """
+    from synaptorch.analysis.report import build_report
+
+    model, tokenizer, text, window = _inspected(checkpoint, text_file, window, device)
+    pattern = _concept(concept, concept_regex, required=False)
+    summary = build_report(
+        model,
+        tokenizer,
+        text,
+        out,
+        window=window,
+        pattern=pattern,
+        keep=keep,
+        top=top,
+        holdout=holdout,
+        seed=seed,
+        baselines=baselines,
+        title=f"BDH inspection of {checkpoint} on {Path(text_file).name}",
+    )
+    click.echo(json.dumps(summary))
+
+
+@inspect.command()
+@text_options
+@user_errors
+def sparsity(checkpoint, text_file, window, device):
+    """Share of firing neurons per layer and head over a text, and never/always active neurons (JSON)."""
+    from synaptorch.analysis.report import measure_activity
+
+    model, tokenizer, text, window = _inspected(checkpoint, text_file, window, device)
+    result = measure_activity(model, tokenizer, text, window).sparsity
+    click.echo(json.dumps({**result.summary(), "per_layer": result.per_layer()}))
+
+
+@inspect.command()
+@text_options
+@concept_options
+@click.option("--top", default=10, show_default=True, help="Synapses to rank and test.")
+@click.option("--holdout", default=0.3, show_default=True, help="Share of the text kept for the selectivity test.")
+@user_errors
+def trace(checkpoint, text_file, window, device, concept, concept_regex, top, holdout):
+    """The synapses that grow most on a concept, tested on held-out sentences (JSON)."""
+    from synaptorch.analysis.synapses import trace_concept
+
+    model, tokenizer, text, window = _inspected(checkpoint, text_file, window, device)
+    pattern = _concept(concept, concept_regex, required=True)
+    result = trace_concept(model, tokenizer, text, pattern, window, top, holdout)
+    click.echo(json.dumps({**result.summary(), "top": result.rows()}))
+
+
+@inspect.command()
+@text_options
+@click.option("--csv", "csv_path", help="Write the table of every neuron to this CSV file.")
+@click.option("--show", default=20, show_default=True, help="Most monosemantic neurons to print.")
+@user_errors
+def neurons(checkpoint, text_file, window, device, csv_path, show):
+    """Each neuron's top tokens and contexts and its monosemanticity; prints the most monosemantic."""
+    from synaptorch.analysis.neurons import write_csv
+    from synaptorch.analysis.report import measure_activity, most_monosemantic
+
+    model, tokenizer, text, window = _inspected(checkpoint, text_file, window, device)
+    activity = measure_activity(model, tokenizer, text, window)
+    rows = activity.selectivity.rows(activity.encoded, tokenizer, activity.sparsity.x_rate)
+    if csv_path:
+        write_csv(rows, csv_path)
+    for row in most_monosemantic(rows, show):
+        click.echo(
+            f"L{row['layer']} h{row['head']} n{row['neuron']:<5} mono {row['monosemanticity']:.3f} "
+            f"lift {row['lift']:>7.2f} top {row['top_token']:<8} {row['top_contexts'].split(' | ')[0]}"
+        )
+
+
+@inspect.command()
+@click.argument("checkpoint")
+@click.option("--keep", default=0.05, show_default=True, help="Share of neuron pairs kept as edges.")
+@click.option("--baselines", default=5, show_default=True, help="Rewired graphs in the modularity baseline.")
+@click.option("--seed", default=0, show_default=True, help="Seed of Louvain and of the rewiring.")
+@user_errors
+def graph(checkpoint, keep, baselines, seed):
+    """Degree power laws and modularity of the neuron graphs E Dx and E Dy per head (JSON)."""
+    from synaptorch.analysis.report import graph_rows, graph_summary, measure_graphs
+
+    model, _, _, _ = _inspected(checkpoint, None, 1, "cpu")
+    rows = graph_rows(measure_graphs(model, keep, seed, baselines)[0])
+    click.echo(json.dumps({"keep": keep, "summary": graph_summary(rows), "per_head": rows}))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ the chunk plus one read of rho, so chunks of length 1 are the plain recurrence.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -199,18 +201,24 @@ class BDH(LanguageModel):
                 x, _ = self._layer(x, phasors, rho=None)
         return x.squeeze(0) @ self.readout
 
-    def forward_recurrent(self, idx: Tensor, state: BDHState | None = None) -> tuple[Tensor, BDHState]:
+    def forward_recurrent(
+        self, idx: Tensor, state: BDHState | None = None, observe: Callable[..., None] | None = None
+    ) -> tuple[Tensor, BDHState]:
         """Recurrent form over one chunk: idx (B, C), C >= 1 -> logits (B, C, V) and the new state.
 
         Feeding a sequence chunk by chunk, in any split, gives the logits of the parallel form.
+        observe, when given, is called at every layer as observe(layer, residual=x (1, B, C, d),
+        x_sparse=..., q=rope(x_sparse), y_sparse=..., xy=...), those four (nh, B, C, N): the
+        tensors the layer computed, so that analysis tools read them instead of recomputing them.
         """
         B, C = idx.shape
         if state is None:
             state = self.initial_state(B, device=idx.device)
         x, phasors = self._inputs(idx, start=state.position)
         new_rho = []
-        for rho in state.rho:
-            x, rho = self._layer(x, phasors, rho=rho)
+        for layer, rho in enumerate(state.rho):
+            layer_observer = None if observe is None else functools.partial(observe, layer)
+            x, rho = self._layer(x, phasors, rho=rho, observe=layer_observer)
             new_rho.append(rho)
         return x.squeeze(0) @ self.readout, BDHState(new_rho, state.position + C)
 
@@ -307,8 +315,13 @@ class BDH(LanguageModel):
         """Per layer, the share of neurons firing over idx (B, T): in x_sparse, y_sparse and both."""
         x, phasors = self._inputs(idx, start=0)
         activity: list[dict[str, float]] = []
+
+        def record(residual: Tensor, x_sparse: Tensor, q: Tensor, y_sparse: Tensor, xy: Tensor) -> None:
+            firing = {"x": x_sparse, "y": y_sparse, "xy": xy}
+            activity.append({name: (t > 0).float().mean().item() for name, t in firing.items()})
+
         for _ in range(self.config.n_layer):
-            x, _ = self._layer(x, phasors, None, activity)
+            x, _ = self._layer(x, phasors, None, record)
         return activity
 
     def _inputs(self, idx: Tensor, start: int) -> tuple[Tensor, Tensor]:
@@ -318,7 +331,7 @@ class BDH(LanguageModel):
         return layer_norm(self.embed(idx)).unsqueeze(0), phasors
 
     def _layer(
-        self, x: Tensor, phasors: Tensor, rho: Tensor | None, activity: list | None = None
+        self, x: Tensor, phasors: Tensor, rho: Tensor | None, observe: Callable[..., None] | None = None
     ) -> tuple[Tensor, Tensor | None]:
         # Inside a layer heads come first, (nh, B, T, .): the per-head products with Dy and E are
         # then plain batched matmuls, and no tensor of neurons is ever transposed but x_sparse.
@@ -334,9 +347,8 @@ class BDH(LanguageModel):
             rho = (rho + q.mT @ x).transpose(0, 1).contiguous()  # Hebbian update, (B, nh, N, d)
         y_sparse = F.relu(layer_norm(a).view(c.n_head, B * T, d) @ self.encoder_y).view_as(x_sparse)
         xy = self.drop(x_sparse * y_sparse)
-        if activity is not None:
-            firing = {"x": x_sparse, "y": y_sparse, "xy": xy}
-            activity.append({name: (t > 0).float().mean().item() for name, t in firing.items()})
+        if observe is not None:
+            observe(residual=x, x_sparse=x_sparse, q=q, y_sparse=y_sparse, xy=xy)
         y = (xy.view(c.n_head, B * T, -1) @ self.decoder.view(c.n_head, -1, d)).sum(0)  # (B T, d)
         return layer_norm(x + layer_norm(y.view_as(x))), rho
 

@@ -1,0 +1,109 @@
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from synaptorch import BDH, BDHConfig
+from synaptorch.analysis.graph import (
+    degrees,
+    graph_stats,
+    louvain_modularity,
+    neuron_graphs,
+    neuron_matrices,
+    rewired,
+    threshold_graph,
+)
+from synaptorch.errors import ConfigError
+
+
+def two_cliques() -> nx.DiGraph:
+    """Two complete graphs of 4 nodes, both directions of every pair, and one bridge 3 <-> 4."""
+    graph = nx.DiGraph()
+    for block in (range(4), range(4, 8)):
+        graph.add_edges_from((i, j) for i in block for j in block if i != j)
+    graph.add_edges_from([(3, 4), (4, 3)])
+    return graph
+
+
+def test_louvain_finds_the_two_cliques_and_their_modularity():
+    graph = two_cliques()
+    communities = nx.community.louvain_communities(graph, seed=0)
+    assert sorted(map(sorted, communities)) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    # 26 arcs; each clique holds 12 of them and 13 out- and 13 in-degrees:
+    # Q = sum over the two of 12/26 - (13 * 13) / 26^2 = 2 * (12/26 - 1/4).
+    modularity, n_communities = louvain_modularity(graph, seed=0)
+    assert n_communities == 2
+    assert modularity == pytest.approx(2 * (12 / 26 - 0.25))
+
+
+def test_rewiring_keeps_every_degree_and_moves_edges():
+    graph = nx.gnm_random_graph(60, 400, directed=True, seed=3)
+    shuffled = rewired(graph, seed=1)
+    assert shuffled.number_of_edges() == graph.number_of_edges()
+    assert dict(shuffled.in_degree()) == dict(graph.in_degree())
+    assert dict(shuffled.out_degree()) == dict(graph.out_degree())
+    assert nx.number_of_selfloops(shuffled) == 0
+    assert len(set(shuffled.edges) - set(graph.edges)) > 200
+
+
+def test_modular_graph_beats_its_baseline():
+    # Four dense blocks sparsely linked: rewiring with the same degrees destroys the blocks.
+    graph = nx.DiGraph(nx.stochastic_block_model([20] * 4, np.full((4, 4), 0.02) + np.eye(4) * 0.5, seed=0))
+    stats = graph_stats(graph, seed=0, baselines=3)
+    assert stats.modularity > 0.5
+    assert stats.modularity > stats.baseline_mean + 5 * stats.baseline_std
+    assert stats.baseline_mean < 0.4
+
+
+def test_degrees_of_a_known_graph():
+    star = nx.DiGraph([(0, leaf) for leaf in range(1, 21)] + [(1, 2)])
+    in_degree, out_degree = degrees(star)
+    assert out_degree.tolist() == [20, 1] + [0] * 19
+    assert in_degree.tolist() == [0, 1, 2] + [1] * 18
+
+
+def test_power_law_degrees_of_a_configuration_graph():
+    rng = np.random.default_rng(0)
+    support = np.arange(1, 300)
+    weights = support**-2.5
+    out_sequence = rng.choice(support, size=3000, p=weights / weights.sum())
+    in_sequence = rng.permutation(out_sequence)
+    multigraph = nx.directed_configuration_model(in_sequence.tolist(), out_sequence.tolist(), seed=0)
+    graph = nx.DiGraph(multigraph)  # merges the few parallel edges, keeps self-loops
+    stats = graph_stats(graph, seed=0, baselines=1)
+    assert stats.out_power_law.alpha == pytest.approx(2.5, abs=0.2)
+    assert stats.in_power_law.alpha == pytest.approx(2.5, abs=0.2)
+
+
+def test_threshold_keeps_the_largest_positive_off_diagonal_entries():
+    weights = torch.tensor([[9.0, 5.0, -1.0], [4.0, 9.0, 0.5], [-2.0, 3.0, 9.0]])
+    assert set(threshold_graph(weights, keep=0.5).edges) == {(0, 1), (1, 0), (2, 1)}
+    # Asking for all six pairs keeps only the four positive ones.
+    assert set(threshold_graph(weights, keep=1.0).edges) == {(0, 1), (1, 0), (2, 1), (1, 2)}
+    assert threshold_graph(weights, keep=1.0).number_of_nodes() == 3
+    with pytest.raises(ConfigError):
+        threshold_graph(weights, keep=0)
+
+
+def test_neuron_matrices_compose_the_decoder_with_the_encoders():
+    config = BDHConfig(n_layer=1, n_embd=4, n_head=2, n_neuron=4, dropout=0.0)
+    model = BDH(config)
+    with torch.no_grad():
+        model.decoder.zero_()
+        model.encoder_x.zero_()
+        model.encoder_y.zero_()
+        model.decoder[1 * 4 + 2, 3] = 2.0  # head 1, neuron 2 writes residual dimension 3
+        model.encoder_x[1, 3, 0] = 1.5  # head 1, neuron 0 reads dimension 3
+        model.encoder_y[1, 3, 1] = -1.0
+    matrices = neuron_matrices(model)
+    assert matrices["x"].shape == (2, 4, 4)
+    expected_x = torch.zeros(2, 4, 4)
+    expected_x[1, 2, 0] = 3.0
+    expected_y = torch.zeros(2, 4, 4)
+    expected_y[1, 2, 1] = -2.0
+    assert torch.equal(matrices["x"], expected_x)
+    assert torch.equal(matrices["y"], expected_y)
+    graphs = neuron_graphs(model, keep=0.1)
+    assert set(graphs) == {("x", 0), ("x", 1), ("y", 0), ("y", 1)}
+    assert set(graphs["x", 1].edges) == {(2, 0)}
+    assert graphs["y", 1].number_of_edges() == 0  # the only entry is negative
