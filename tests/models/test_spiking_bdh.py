@@ -18,6 +18,12 @@ from synaptorch.models.spiking_bdh import (
     parse_time_steps,
 )
 
+
+def recorder(records: list[dict]):
+    """An observer that keeps every layer's tensors."""
+    return lambda layer, **tensors: records.append(tensors)
+
+
 CONFIG = BDHConfig(n_layer=2, n_embd=32, n_head=2, n_neuron=64, dropout=0.0)
 
 
@@ -81,10 +87,11 @@ def test_calibration_at_percentile_100_takes_the_largest_activation(trained_bdh,
     idx = torch.from_numpy(text_tokens[:64]).view(2, 32)
     spiking = SpikingBDH.from_relu(trained_bdh, steps=0)
     activity = []
-    spiking(idx, activity)
+    spiking(idx, recorder(activity))
     thresholds = spiking.calibrate(idx, percentile=100)
     for p, population in enumerate(("x", "xy")):
-        largest = torch.stack([layer[population] for layer in activity]).amax(dim=(0, 2, 3, 4))  # per head
+        key = {"x": "x_sparse", "xy": "xy"}[population]
+        largest = torch.stack([layer[key] for layer in activity]).amax(dim=(0, 2, 3, 4))  # per head
         torch.testing.assert_close(thresholds[p], largest)
     assert torch.all(spiking.calibrate(idx, percentile=50) < thresholds)
 
@@ -126,20 +133,22 @@ def test_operation_counts_follow_the_spikes(trained_bdh, text_tokens):
     spiking.steps = 0
     idx = torch.from_numpy(text_tokens[12000 : 12000 + block]).view(1, block)
     relu_activity, spike_activity = [], []
-    spiking(idx, relu_activity)
+    spiking(idx, recorder(relu_activity))
     spiking.steps = 8
-    spiking(idx, spike_activity)
+    spiking(idx, recorder(spike_activity))
     d, neurons, layers = CONFIG.n_embd, CONFIG.n_head * CONFIG.n_neuron, CONFIG.n_layer
-    x_spikes = sum(layer["x"].sum().item() for layer in spike_activity) / block
-    xy_spikes = sum(layer["xy"].sum().item() for layer in spike_activity) / block
+    x_spikes = sum(layer["x_spikes"].sum().item() for layer in spike_activity) / block
+    xy_spikes = sum(layer["xy_spikes"].sum().item() for layer in spike_activity) / block
     assert result.spikes_per_token == pytest.approx(x_spikes + xy_spikes)
     assert result.synaptic_ops_per_token == pytest.approx(d * (2 * x_spikes + xy_spikes))
     assert relu.macs_per_token == 3 * neurons * d * layers
     assert relu.analog_macs_per_token == 2 * neurons * d * layers + d * CONFIG.vocab_size
-    active = sum((layer[p] > 0).sum().item() for layer in relu_activity for p in ("x", "xy")) / block
+    active = sum((layer[p] > 0).sum().item() for layer in relu_activity for p in ("x_sparse", "xy")) / block
     assert relu.active_per_token == pytest.approx(active)
     # A neuron fires at most once per step.
-    assert max(layer[p].max().item() for layer in spike_activity for p in ("x", "xy")) <= 8
+    assert max(layer[p].max().item() for layer in spike_activity for p in ("x_spikes", "xy_spikes")) <= 8
+    for layer in spike_activity:  # the rates passed on are the counts in units of the thresholds
+        torch.testing.assert_close(layer["x_sparse"], layer["x_spikes"] * spiking.thresholds[0].view(-1, 1, 1, 1) / 8)
 
 
 def test_surrogate_gradients_reach_the_weights(trained_bdh, text_tokens):

@@ -25,7 +25,8 @@ Dx and Dy and the read-out take analog inputs and stay multiply-accumulates in b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -80,12 +81,14 @@ class SpikingBDH(BDH):
     # One token at a time goes through the layers of this class, not BDH's ReLU generation step.
     step = LanguageModel.step
 
-    def forward(self, idx: Tensor, activity: list | None = None) -> Tensor:
-        """idx (B, T) -> logits (B, T, V); with `activity`, each layer appends its spike counts
-        {"x": (nh, B, T, N), "xy": (nh, B, T, N)} (its activations when steps = 0)."""
+    def forward(self, idx: Tensor, observe: Callable[..., None] | None = None) -> Tensor:
+        """idx (B, T) -> logits (B, T, V). observe, when given, is called at every layer as
+        observe(layer, residual=, x_sparse=, q=, xy=, x_spikes=, xy_spikes=): the rates of the two
+        populations (nh, B, T, N) in the units of the ReLU model and their spike counts (None at
+        steps = 0, where the rates are the ReLU activations)."""
         x, phasors = self._inputs(idx, start=0)
-        for _ in range(self.config.n_layer):
-            x, _ = self._layer(x, phasors, None, activity)
+        for layer in range(self.config.n_layer):
+            x, _ = self._layer(x, phasors, None, None if observe is None else functools.partial(observe, layer))
         return x.squeeze(0) @ self.readout
 
     @torch.no_grad()
@@ -93,15 +96,19 @@ class SpikingBDH(BDH):
         """Set the thresholds to a percentile of the ReLU model's positive activations over idx (B, T)."""
         if not 0 < percentile <= 100:
             raise ConfigError(f"percentile must be in (0, 100], got {percentile}")
+        activations: dict[str, list[Tensor]] = {population: [] for population in POPULATIONS}
+
+        def record(layer: int, x_sparse: Tensor, xy: Tensor, **_) -> None:
+            activations["x"].append(x_sparse)
+            activations["xy"].append(xy)
+
         steps, self.steps = self.steps, 0
-        activity: list[dict[str, Tensor]] = []
         try:
-            self.forward(idx, activity)
+            self.forward(idx, record)
         finally:
             self.steps = steps
         for p, population in enumerate(POPULATIONS):
-            values = torch.stack([layer[population] for layer in activity], 1)  # (nh, L, B, T, N)
-            for h, head in enumerate(values):
+            for h, head in enumerate(torch.stack(activations[population], 1)):  # (nh, L, B, T, N)
                 positive = head[head > 0]
                 if positive.numel() == 0:
                     raise DataError(f"no {population} neuron of head {h} fires on the calibration text")
@@ -109,23 +116,23 @@ class SpikingBDH(BDH):
                 self.thresholds[p, h] = positive.kthvalue(rank).values
         return self.thresholds.clone()
 
-    def _fire(self, current: Tensor, population: int) -> tuple[Tensor, Tensor]:
+    def _fire(self, current: Tensor, population: int) -> tuple[Tensor, Tensor | None]:
         """Input current (nh, B, T, N) -> (rates in the units of the ReLU, spike counts)."""
         if self.steps == 0:
-            rate = F.relu(current)
-            return rate, rate
+            return F.relu(current), None
         threshold = self.thresholds[population].view(-1, 1, 1, 1)
         counts = integrate_and_fire(current / threshold, self.steps, self.v_init, self.surrogate)
         return counts * (threshold / self.steps), counts
 
     def _layer(
-        self, x: Tensor, phasors: Tensor, rho: Tensor | None, activity: list | None = None
+        self, x: Tensor, phasors: Tensor, rho: Tensor | None, observe: Callable[..., None] | None = None
     ) -> tuple[Tensor, Tensor | None]:
+        """BDH's layer with its two neuron populations spiking."""
         c = self.config
         _, B, T, d = x.shape  # (1, B, T, d)
         x_current = (x.view(B * T, d) @ self._encoder_x_flat()).view(B * T, c.n_head, -1)
         x_current = x_current.transpose(0, 1).contiguous().view(c.n_head, B, T, -1)  # (nh, B, T, N)
-        x_rate, x_counts = self._fire(x_current, 0)
+        x_rate, x_spikes = self._fire(x_current, 0)
         q = rope(x_rate, phasors)
         a = self._attend(q, x)  # (nh, B, T, d)
         if rho is not None:
@@ -133,9 +140,9 @@ class SpikingBDH(BDH):
             a = a + q @ rho
             rho = (rho + q.mT @ x).transpose(0, 1).contiguous()
         y_current = (layer_norm(a).view(c.n_head, B * T, d) @ self.encoder_y).view_as(x_rate)
-        xy_rate, xy_counts = self._fire(x_rate * y_current, 1)
-        if activity is not None:
-            activity.append({"x": x_counts, "xy": xy_counts})
+        xy_rate, xy_spikes = self._fire(x_rate * y_current, 1)
+        if observe is not None:
+            observe(residual=x, x_sparse=x_rate, q=q, xy=xy_rate, x_spikes=x_spikes, xy_spikes=xy_spikes)
         y = (self.drop(xy_rate).view(c.n_head, B * T, -1) @ self.decoder.view(c.n_head, -1, d)).sum(0)
         return layer_norm(x + layer_norm(y.view_as(x))), rho
 
@@ -255,13 +262,21 @@ def evaluate_spiking(
     if block_size < 1 or batch_size < 1 or max_tokens < 0:
         raise ConfigError("block size and batch size must be positive, max tokens >= 0")
     device = reference.readout.device
-    relu_model = SpikingBDH.from_relu(reference, steps=0).eval()  # the same model, recording its activations
+    relu_model = SpikingBDH.from_relu(reference, steps=0).eval()  # the reference, with its activations observed
     spiking.eval()
 
     c = reference.config
     neurons, d = c.n_head * c.n_neuron, c.n_embd
     sums = {"relu": np.zeros(4)} | {t: np.zeros(6) for t in steps}
     n_tokens = 0
+    counted = np.zeros(2)  # x and xy neurons: active ones in the ReLU model, spikes in the spiking one
+
+    def count_active(layer: int, x_sparse: Tensor, xy: Tensor, **_) -> None:
+        counted[:] += ((x_sparse > 0).sum().item(), (xy > 0).sum().item())
+
+    def count_spikes(layer: int, x_spikes: Tensor, xy_spikes: Tensor, **_) -> None:
+        counted[:] += (x_spikes.sum().item(), xy_spikes.sum().item())
+
     starts = evaluation_windows(tokens, block_size, max_tokens)
     for i in range(0, len(starts), batch_size):
         rows = [tokens[s : s + block_size + 1].astype(np.int64) for s in starts[i : i + batch_size]]
@@ -269,31 +284,27 @@ def evaluate_spiking(
         inputs, targets = batch[:, :-1], batch[:, 1:].flatten()
         n_tokens += targets.numel()
 
-        activity: list[dict[str, Tensor]] = []
-        relu_logits = relu_model(inputs, activity).flatten(0, 1)
+        counted[:] = 0
+        relu_logits = relu_model(inputs, count_active).flatten(0, 1)
         relu_logp = F.log_softmax(relu_logits.float(), -1)
         relu_top = relu_logits.argmax(-1)
-        active_x = sum((layer["x"] > 0).sum().item() for layer in activity)
-        active_xy = sum((layer["xy"] > 0).sum().item() for layer in activity)
         sums["relu"] += (
             F.nll_loss(relu_logp, targets, reduction="sum").item(),
             (relu_top == targets).sum().item(),
-            active_x + active_xy,
-            d * (2 * active_x + active_xy),
+            counted.sum(),
+            d * (2 * counted[0] + counted[1]),
         )
         for t in steps:
             spiking.steps = t
-            activity = []
-            logp = F.log_softmax(spiking(inputs, activity).flatten(0, 1).float(), -1)
-            x_spikes = sum(layer["x"].sum().item() for layer in activity)
-            xy_spikes = sum(layer["xy"].sum().item() for layer in activity)
+            counted[:] = 0
+            logp = F.log_softmax(spiking(inputs, count_spikes).flatten(0, 1).float(), -1)
             sums[t] += (
                 F.nll_loss(logp, targets, reduction="sum").item(),
                 (logp.argmax(-1) == targets).sum().item(),
                 (logp.argmax(-1) == relu_top).sum().item(),
                 F.kl_div(logp, relu_logp, log_target=True, reduction="sum").item(),
-                x_spikes + xy_spikes,
-                d * (2 * x_spikes + xy_spikes),
+                counted.sum(),
+                d * (2 * counted[0] + counted[1]),
             )
 
     relu = (sums["relu"] / n_tokens).tolist()
