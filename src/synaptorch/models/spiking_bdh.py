@@ -69,7 +69,6 @@ class SpikingBDH(BDH):
         super().__init__(config)
         self.steps, self.v_init, self.surrogate = steps, v_init, surrogate
         self.register_buffer("thresholds", torch.ones(len(POPULATIONS), config.n_head), persistent=False)
-        self.sparse_below = 0.0
 
     @classmethod
     def from_relu(cls, model: BDH, steps: int = 16, v_init: float = 0.5) -> SpikingBDH:
