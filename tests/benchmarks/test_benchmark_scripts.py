@@ -110,3 +110,15 @@ def test_lif_libraries_quick_times_synaptorch_against_the_linear_bound():
     assert row["over_linear"] > 0.8  # the Linear layer alone bounds the task from below, up to timing noise
     for peer in ("snntorch", "spikingjelly", "norse"):
         assert peer in row or peer in record["missing"]
+
+
+@pytest.mark.slow
+def test_distill_quick_trains_both_students_on_the_same_steps():
+    record = run_benchmark("distill.py", "--quick")
+    data_only, distilled = record["data_only"], record["distilled"]
+    assert (data_only["alpha"], distilled["alpha"]) == (1.0, 0.5)
+    assert data_only["steps"] == distilled["steps"] == 4 and data_only["tokens"] == distilled["tokens"]
+    assert record["cache_filled"] and record["cache_s"] > 0 and record["corpus_tokens"] > 0
+    for run in (data_only, distilled):
+        assert 0 < run["val_loss"] < 11.5 and run["val_kl"] > 0 and run["wall_s"] >= run["train_s"] > 0
+    assert record["val_loss_gain"] == pytest.approx(data_only["val_loss"] - distilled["val_loss"], abs=2e-4)
