@@ -114,6 +114,7 @@ def test_unusable_teachers_and_settings_are_one_line_errors(
     assert_user_error(distill(teachers[0], "--precompute-only"), "needs --cache")
     assert_user_error(distill(teachers[0], "--alpha", 2), "alpha")
     assert_user_error(distill(teachers[0], "--tau", 0), "tau")
+    assert_user_error(distill(teachers[0], "--top-k", 300, "--out", tmp_path / "r"), "top-k 300")
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
     monkeypatch.setattr("importlib.util.find_spec", lambda *args, **kwargs: None)  # nothing optional installed
     assert_user_error(distill(tmp_path / "model.gguf"), "synaptorch[teacher]")

@@ -134,6 +134,8 @@ class DistillTrainer(Trainer):
             check_student_tokenizer(teacher, run.train.tokenizer)
         if cache is not None and distill.top_k == 0:
             distill = replace(distill, top_k=DEFAULT_CACHE_TOP_K)
+        if distill.top_k > teacher.tokenizer.vocab_size:
+            raise ConfigError(f"top-k {distill.top_k} is more than the teacher's {teacher.tokenizer.vocab_size} ids")
         self.teacher, self.distill, self.cache = teacher, distill, None if cache is None else str(cache)
         super().__init__(run, out, resume=resume, progress=progress)
         if self.tokenizer.identity() != teacher.tokenizer.identity():
