@@ -141,14 +141,13 @@ class DistillTrainer(Trainer):
         if self.tokenizer.identity() != teacher.tokenizer.identity():
             raise DataError(f"the checkpoint in {out} does not use the tokenizer of teacher {teacher.name}")
         self.signal: TeacherSignal
-        self.cache_filled_now = False
         if cache is None:
             self.signal = LiveSignal(teacher, self.corpus.tokens, distill.top_k)
         else:
             expected = TeacherCache.expected_header(
                 teacher, self.corpus.sha256, len(self.corpus.tokens), distill.top_k, distill.context
             )
-            self.signal, self.cache_filled_now = TeacherCache.open_or_build(
+            self.signal, _ = TeacherCache.open_or_build(
                 cache, teacher, self.corpus.tokens, expected, progress=progress
             )
 
