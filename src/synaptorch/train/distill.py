@@ -147,9 +147,7 @@ class DistillTrainer(Trainer):
             expected = TeacherCache.expected_header(
                 teacher, self.corpus.sha256, len(self.corpus.tokens), distill.top_k, distill.context
             )
-            self.signal, _ = TeacherCache.open_or_build(
-                cache, teacher, self.corpus.tokens, expected, progress=progress
-            )
+            self.signal, _ = TeacherCache.open_or_build(cache, teacher, self.corpus.tokens, expected, progress=progress)
 
     def loss(self, logits: Tensor, targets: Tensor, starts: list[int]) -> Tensor:
         if self.distill.alpha == 1.0:  # data alone: the teacher is only consulted for evaluations
