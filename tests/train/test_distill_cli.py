@@ -149,6 +149,11 @@ def test_a_hugging_face_folder_teacher_with_a_padded_vocabulary(distill, corpus,
     meta = read_meta(record["checkpoint"])
     assert meta["model"]["vocab_size"] == len(words) + 1 and meta["tokenizer"] == "tokenizer.json"
 
+    (tmp_path / "damaged.gguf").write_bytes(b"GGUF" + bytes(8))
+    assert_user_error(distill(tmp_path / "damaged.gguf"), "cannot read the tokenizer of teacher")
+    (folder / "tokenizer.json").unlink()
+    assert_user_error(distill(folder, "--out", tmp_path / "other"), "cannot read the tokenizer of teacher")
+
 
 @pytest.mark.slow
 def test_the_smollm2_gguf_teacher_end_to_end(distill, tmp_path):

@@ -54,6 +54,11 @@ def _sha256_files(paths: Sequence[Path], prefix: str = "") -> str:
     return digest.hexdigest()
 
 
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+
+
 def _vocab_aligned(logits: Tensor, vocab_size: int, name: str) -> Tensor:
     if logits.shape[-1] < vocab_size:
         raise DataError(f"teacher {name} gives {logits.shape[-1]} logits for a tokenizer of {vocab_size} ids")
@@ -113,7 +118,7 @@ class HFTeacher(Teacher):
         device: torch.device | str = "cpu",
         name: str | None = None,
     ) -> None:
-        missing = [name for name in ("transformers", "gguf") if importlib.util.find_spec(name) is None]
+        missing = [module for module in ("transformers", "gguf") if importlib.util.find_spec(module) is None]
         if gguf_file is None and "gguf" in missing:
             missing.remove("gguf")
         if missing:
@@ -137,8 +142,8 @@ class HFTeacher(Teacher):
 
             try:
                 tokenizer = AutoTokenizer.from_pretrained(self.folder, gguf_file=self.gguf_file)
-            except (OSError, ValueError) as exc:
-                raise CheckpointError(f"cannot read the tokenizer of teacher {self.name}: {exc}") from None
+            except Exception as exc:  # transformers and gguf raise many types for a damaged or foreign file
+                raise CheckpointError(f"cannot read the tokenizer of teacher {self.name}: {_first_line(exc)}") from None
             if not getattr(tokenizer, "is_fast", False):
                 raise CheckpointError(f"teacher {self.name} has no fast (tokenizers) tokenizer to share")
             atomic_write_bytes(path, tokenizer.backend_tokenizer.to_str().encode())
@@ -150,11 +155,11 @@ class HFTeacher(Teacher):
             from transformers import AutoModelForCausalLM
             from transformers.utils import logging
 
-            logging.disable_progress_bar()
+            logging.disable_progress_bar()  # the trainer's progress bar owns stderr
             try:
                 model = AutoModelForCausalLM.from_pretrained(self.folder, gguf_file=self.gguf_file, dtype=torch.float32)
-            except (OSError, ValueError) as exc:
-                raise CheckpointError(f"cannot load teacher {self.name}: {exc}") from None
+            except Exception as exc:  # as for the tokenizer
+                raise CheckpointError(f"cannot load teacher {self.name}: {_first_line(exc)}") from None
             self._model = model.to(self.device).eval()
         return self._model
 
