@@ -123,6 +123,7 @@ RUN_OPTIONS = [
 
 
 def run_options(command):
+    """Give a command the RUN_OPTIONS, listed in --help in their order."""
     for option in reversed(RUN_OPTIONS):
         command = option(command)
     return command
