@@ -1,4 +1,4 @@
-"""The `synaptorch` command line: train, generate, eval, spike-eval, info, convert, inspect.
+"""The `synaptorch` command line: train, distill, generate, eval, spike-eval, info, convert, inspect.
 
 Every user error (a `SynaptorchError`) ends as one line on stderr and exit code 2.
 """
@@ -71,48 +71,67 @@ TRAIN_FLAGS = (
 PRESET_HELP = "; ".join(f"{arch}: {', '.join(names)}" for arch, names in PRESETS.items())
 
 
+# The options of a training run, shared by `train` and `distill`.
+RUN_OPTIONS = [
+    click.option(
+        "--model", "architecture", help=f"Architecture: {', '.join(PRESETS)}.  [default: the config file's, else bdh]"
+    ),
+    click.option(
+        "--preset",
+        help=f"Named configuration ({PRESET_HELP}).  [default: the config file's preset, else {DEFAULT_PRESET}]",
+    ),
+    click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with [model] and [train]."
+    ),
+    click.option("--resume", is_flag=True, help="Continue the latest checkpoint in --out exactly where it stopped."),
+    click.option("--data", help="Corpus: pydoc (embedded), shakespeare, a text file or a folder.  [default: pydoc]"),
+    click.option("--tokenizer", help="'bytes' or a tokenizer.json file.  [default: bytes; distill: the teacher's]"),
+    click.option(
+        "--val-fraction", type=float, help="Share of the corpus (its end) kept for validation.  [default: 0.1]"
+    ),
+    click.option("--n-layer", type=int, help="Layers (in BDH all share one set of weights)."),
+    click.option("--n-embd", type=int, help="Width d of the residual stream."),
+    click.option("--n-head", type=int, help="Heads."),
+    click.option("--n-neuron", type=int, help="BDH: neurons N per head (even)."),
+    click.option("--mlp-ratio", type=int, help="GPT: width of the MLP over n_embd."),
+    click.option("--dropout", type=float, help="Dropout (BDH: on the neuron activations)."),
+    click.option("--batch-size", type=int, help="Sequences per micro-batch."),
+    click.option("--block-size", type=int, help="Tokens per training sequence."),
+    click.option("--grad-accum", type=int, help="Micro-batches per optimizer step."),
+    click.option("--max-steps", type=int, help="Optimizer steps; the cosine schedule ends here."),
+    click.option("--lr", type=float, help="Peak learning rate."),
+    click.option("--min-lr", type=float, help="Learning rate at the end of the cosine decay."),
+    click.option("--warmup-steps", type=int, help="Linear warm-up steps."),
+    click.option("--weight-decay", type=float, help="AdamW weight decay of matrices."),
+    click.option("--grad-clip", type=float, help="Clip the gradient norm to this (0: off)."),
+    click.option("--eval-interval", type=int, help="Evaluate and save a checkpoint every K steps."),
+    click.option("--eval-tokens", type=int, help="Validation tokens per evaluation (0: the whole split)."),
+    click.option("--log-interval", type=int, help="Write train loss to metrics.jsonl every K steps."),
+    click.option("--keep-last", type=int, help="Checkpoints kept in --out."),
+    click.option("--seed", type=int, help="Seed of weights, dropout and data order."),
+    click.option("--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
+    click.option("--compile/--no-compile", default=None, help="torch.compile the model."),
+    click.option(
+        "--recompute/--no-recompute",
+        default=None,
+        help="Recompute layers in the backward pass: less memory, more time.",
+    ),
+    click.option("--max-time", type=float, help="Stop after this many seconds, with a checkpoint (0: no limit)."),
+    click.option("--sample-tokens", default=300, show_default=True, help="Tokens to sample from the model at the end."),
+    click.option("--quiet", is_flag=True, help="No progress bar and no evaluation lines."),
+]
+
+
+def run_options(command):
+    """Give a command the RUN_OPTIONS, listed in --help in their order."""
+    for option in reversed(RUN_OPTIONS):
+        command = option(command)
+    return command
+
+
 @main.command()
-@click.option(
-    "--model", "architecture", help=f"Architecture: {', '.join(PRESETS)}.  [default: the config file's, else bdh]"
-)
-@click.option(
-    "--preset",
-    help=f"Named configuration ({PRESET_HELP}).  [default: the config file's preset, else {DEFAULT_PRESET}]",
-)
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with [model] and [train].")
 @click.option("--out", help="Run folder for checkpoints and metrics.jsonl.  [default: runs/MODEL]")
-@click.option("--resume", is_flag=True, help="Continue the latest checkpoint in --out exactly where it stopped.")
-@click.option("--data", help="Corpus: pydoc (embedded), shakespeare, a text file or a folder.  [default: pydoc]")
-@click.option("--tokenizer", help="'bytes' or a tokenizer.json file.  [default: bytes]")
-@click.option("--val-fraction", type=float, help="Share of the corpus (its end) kept for validation.  [default: 0.1]")
-@click.option("--n-layer", type=int, help="Layers (in BDH all share one set of weights).")
-@click.option("--n-embd", type=int, help="Width d of the residual stream.")
-@click.option("--n-head", type=int, help="Heads.")
-@click.option("--n-neuron", type=int, help="BDH: neurons N per head (even).")
-@click.option("--mlp-ratio", type=int, help="GPT: width of the MLP over n_embd.")
-@click.option("--dropout", type=float, help="Dropout (BDH: on the neuron activations).")
-@click.option("--batch-size", type=int, help="Sequences per micro-batch.")
-@click.option("--block-size", type=int, help="Tokens per training sequence.")
-@click.option("--grad-accum", type=int, help="Micro-batches per optimizer step.")
-@click.option("--max-steps", type=int, help="Optimizer steps; the cosine schedule ends here.")
-@click.option("--lr", type=float, help="Peak learning rate.")
-@click.option("--min-lr", type=float, help="Learning rate at the end of the cosine decay.")
-@click.option("--warmup-steps", type=int, help="Linear warm-up steps.")
-@click.option("--weight-decay", type=float, help="AdamW weight decay of matrices.")
-@click.option("--grad-clip", type=float, help="Clip the gradient norm to this (0: off).")
-@click.option("--eval-interval", type=int, help="Evaluate and save a checkpoint every K steps.")
-@click.option("--eval-tokens", type=int, help="Validation tokens per evaluation (0: the whole split).")
-@click.option("--log-interval", type=int, help="Write train loss to metrics.jsonl every K steps.")
-@click.option("--keep-last", type=int, help="Checkpoints kept in --out.")
-@click.option("--seed", type=int, help="Seed of weights, dropout and data order.")
-@click.option("--device", help="auto, cpu or cuda (bf16 autocast on CUDA).")
-@click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
-@click.option(
-    "--recompute/--no-recompute", default=None, help="Recompute layers in the backward pass: less memory, more time."
-)
-@click.option("--max-time", type=float, help="Stop after this many seconds, with a checkpoint (0: no limit).")
-@click.option("--sample-tokens", default=300, show_default=True, help="Tokens to sample from the model at the end.")
-@click.option("--quiet", is_flag=True, help="No progress bar and no evaluation lines.")
+@run_options
 @user_errors
 def train(architecture, preset, config_file, out, resume, sample_tokens, quiet, **flags) -> None:
     """Train a language model; prints validation loss as it goes and a sample at the end.
@@ -120,10 +139,22 @@ def train(architecture, preset, config_file, out, resume, sample_tokens, quiet, 
     Flags override the TOML file, which overrides the preset. With --resume, the saved run's
     settings are used and only --max-steps and --max-time may change.
     """
-    from synaptorch.train.config import build_run_config
     from synaptorch.train.trainer import Trainer
 
-    run = build_run_config(
+    run = _run_config(architecture, preset, config_file, flags)
+    trainer = Trainer(run, out or f"runs/{run.architecture}", resume=resume, progress=not quiet)
+    click.echo(f"training {_describe_run(trainer)}")
+    result = trainer.fit()
+    folder = trainer.last_checkpoint or trainer.save()
+    if sample_tokens > 0:
+        _print_sample(trainer, sample_tokens)
+    click.echo(json.dumps({"checkpoint": str(folder), "step": trainer.step, "tokens": trainer.tokens_seen, **result}))
+
+
+def _run_config(architecture, preset, config_file, flags):
+    from synaptorch.train.config import build_run_config
+
+    return build_run_config(
         preset,
         config_file,
         default_preset=DEFAULT_PRESET,
@@ -131,18 +162,15 @@ def train(architecture, preset, config_file, out, resume, sample_tokens, quiet, 
         model_overrides={k: flags[k] for k in MODEL_FLAGS},
         train_overrides={k: flags[k] for k in TRAIN_FLAGS},
     )
-    trainer = Trainer(run, out or f"runs/{run.architecture}", resume=resume, progress=not quiet)
+
+
+def _describe_run(trainer) -> str:
     n_params = sum(p.numel() for p in trainer.model.parameters())
-    click.echo(
-        f"training {trainer.run.architecture} ({n_params:,} parameters) on {trainer.corpus.name}: "
+    return (
+        f"{trainer.run.architecture} ({n_params:,} parameters) on {trainer.corpus.name}: "
         f"{len(trainer.corpus.split('train')):,} train / {len(trainer.corpus.split('val')):,} val tokens, "
         f"device {trainer.device}, from step {trainer.step}"
     )
-    result = trainer.fit()
-    folder = trainer.last_checkpoint or trainer.save()
-    if sample_tokens > 0:
-        _print_sample(trainer, sample_tokens)
-    click.echo(json.dumps({"checkpoint": str(folder), "step": trainer.step, "tokens": trainer.tokens_seen, **result}))
 
 
 def _print_sample(trainer, n_tokens: int) -> None:
@@ -153,6 +181,92 @@ def _print_sample(trainer, n_tokens: int) -> None:
     click.echo("--- sample ---")
     click.echo(trainer.tokenizer.decode(ids[0].tolist()).strip("\n"))
     click.echo("--------------")
+
+
+# --- distill --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--teacher", required=True, help="smollm2, a .gguf file, a Hugging Face model folder, or a checkpoint.")
+@click.option("--cache", help="Teacher cache folder: filled once if missing, then read; refused if stale.")
+@click.option("--alpha", default=0.5, show_default=True, help="Weight of the data's cross-entropy (1: data alone).")
+@click.option("--tau", default=1.0, show_default=True, help="Temperature of the KL term (scaled by tau^2).")
+@click.option("--top-k", type=int, help="Teacher ids kept per position.  [default: 64 with --cache, else 0 = all]")
+@click.option("--context", default=256, show_default=True, help="Teacher window while filling the cache.")
+@click.option("--precompute-only", is_flag=True, help="Fill the --cache and stop; prints a JSON line about it.")
+@click.option("--out", default="runs/distill", show_default=True, help="Run folder for checkpoints and metrics.jsonl.")
+@run_options
+@user_errors
+def distill(
+    teacher,
+    cache,
+    alpha,
+    tau,
+    top_k,
+    context,
+    precompute_only,
+    architecture,
+    preset,
+    config_file,
+    out,
+    resume,
+    sample_tokens,
+    quiet,
+    **flags,
+) -> None:
+    """Train a student on the data and on a teacher's next-token distributions.
+
+    The student uses the teacher's tokenizer. The loss is alpha * cross-entropy on the data +
+    (1 - alpha) * tau^2 * KL(teacher || student) at temperature tau. Evaluations add val kl, the
+    KL at temperature 1 on the validation windows. The model and training flags are those of
+    `train`; with --resume the saved run's settings (distillation ones included) are used.
+    """
+    from synaptorch.errors import ConfigError
+    from synaptorch.train.distill import DEFAULT_CACHE_TOP_K, DistillConfig, DistillTrainer
+    from synaptorch.train.teacher import load_teacher
+    from synaptorch.train.trainer import pick_device
+
+    if precompute_only and cache is None:
+        raise ConfigError("--precompute-only needs --cache")
+    model = load_teacher(teacher, device=pick_device(flags["device"] or "auto"))
+    if flags["tokenizer"] is None:
+        flags["tokenizer"] = model.tokenizer_spec
+    if top_k is None:
+        top_k = DEFAULT_CACHE_TOP_K if cache is not None else 0
+    settings = DistillConfig(alpha=alpha, tau=tau, top_k=top_k, context=context)
+    run = _run_config(architecture, preset, config_file, flags)
+    if precompute_only:
+        _precompute(model, settings, cache, run.train, quiet)
+        return
+    trainer = DistillTrainer(run, out, model, settings, cache=cache, resume=resume, progress=not quiet)
+    click.echo(
+        f"distilling {model.name} into {_describe_run(trainer)}; alpha {trainer.distill.alpha}, tau "
+        f"{trainer.distill.tau}, top-k {trainer.distill.top_k or 'all'}, "
+        + (f"cache {trainer.cache}" if trainer.cache else "teacher run on each batch")
+    )
+    result = trainer.fit()
+    folder = trainer.last_checkpoint or trainer.save()
+    if sample_tokens > 0:
+        _print_sample(trainer, sample_tokens)
+    click.echo(json.dumps({"checkpoint": str(folder), "step": trainer.step, "tokens": trainer.tokens_seen, **result}))
+
+
+def _precompute(teacher, settings, cache, train_config, quiet) -> None:
+    import time
+
+    from synaptorch.data.corpus import load_corpus
+    from synaptorch.train.distill import check_student_tokenizer
+    from synaptorch.train.teacher import TeacherCache
+
+    check_student_tokenizer(teacher, train_config.tokenizer)
+    corpus = load_corpus(train_config.data, teacher.tokenizer, train_config.val_fraction)
+    expected = TeacherCache.expected_header(
+        teacher, corpus.sha256, len(corpus.tokens), settings.top_k, settings.context
+    )
+    start = time.perf_counter()
+    _, filled = TeacherCache.open_or_build(cache, teacher, corpus.tokens, expected, progress=not quiet)
+    record = {"cache": str(cache), "filled": filled, "seconds": round(time.perf_counter() - start, 3), **expected}
+    click.echo(json.dumps(record))
 
 
 # --- generate -------------------------------------------------------------------------------

@@ -123,3 +123,15 @@ def test_spiking_bdh_agreement_rises_with_the_time_steps():
     assert agreement[0] < agreement[1] < agreement[2]
     assert record["relu"]["macs_per_token"] > 0 and record["spiking"][0]["synaptic_ops_per_token"] > 0
     assert [r["steps"] for r in record["finetuned"]["spiking"]] == [1, 8, 64]
+
+
+@pytest.mark.slow
+def test_distill_quick_trains_both_students_on_the_same_steps():
+    record = run_benchmark("distill.py", "--quick")
+    data_only, distilled = record["data_only"], record["distilled"]
+    assert (data_only["alpha"], distilled["alpha"]) == (1.0, 0.5)
+    assert data_only["steps"] == distilled["steps"] == 4 and data_only["tokens"] == distilled["tokens"]
+    assert record["cache_filled"] and record["cache_s"] > 0 and record["corpus_tokens"] > 0
+    for run in (data_only, distilled):
+        assert 0 < run["val_loss"] < 11.5 and run["val_kl"] > 0 and run["wall_s"] >= run["train_s"] > 0
+    assert record["val_loss_gain"] == pytest.approx(data_only["val_loss"] - distilled["val_loss"], abs=2e-4)

@@ -69,17 +69,40 @@ class BatchSampler:
         self.tokens, self.block_size, self.batch_size = tokens, block_size, batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
-    def next(self) -> tuple[Tensor, Tensor]:
+    def next_starts(self) -> list[int]:
+        """Where the next batch's windows start in the training split."""
         starts = torch.randint(len(self.tokens) - self.block_size, (self.batch_size,), generator=self.generator)
-        rows = [torch.from_numpy(self.tokens[s : s + self.block_size + 1].astype(np.int64)) for s in starts.tolist()]
+        return starts.tolist()
+
+    def windows(self, starts: list[int]) -> tuple[Tensor, Tensor]:
+        """Inputs and next-token targets, (B, block_size) each, of the windows at `starts`."""
+        rows = [torch.from_numpy(self.tokens[s : s + self.block_size + 1].astype(np.int64)) for s in starts]
         batch = torch.stack(rows)
         return batch[:, :-1], batch[:, 1:]
+
+    def next(self) -> tuple[Tensor, Tensor]:
+        return self.windows(self.next_starts())
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+def eval_window_starts(n_tokens: int, block_size: int, max_tokens: int = 0) -> np.ndarray:
+    """Starts of the non-overlapping windows of block_size + 1 tokens that evaluations score.
+
+    With `max_tokens`, evenly spaced windows are taken, always the same ones.
+    """
+    n_windows = (n_tokens - 1) // block_size
+    if n_windows < 1:
+        raise DataError(f"need more than {block_size} tokens to evaluate, have {n_tokens}")
+    starts = np.arange(n_windows) * block_size
+    if max_tokens and n_windows * block_size > max_tokens:
+        keep = max(1, max_tokens // block_size)
+        starts = starts[np.linspace(0, n_windows - 1, keep).round().astype(np.int64)]
+    return starts
 
 
 @torch.no_grad()
@@ -91,17 +114,8 @@ def evaluate_loss(
     device: torch.device,
     max_tokens: int = 0,
 ) -> tuple[float, int]:
-    """Mean next-token loss (nats) over non-overlapping windows of `tokens`, and the tokens scored.
-
-    With `max_tokens`, evenly spaced windows are taken, always the same ones.
-    """
-    n_windows = (len(tokens) - 1) // block_size
-    if n_windows < 1:
-        raise DataError(f"need more than {block_size} tokens to evaluate, have {len(tokens)}")
-    starts = np.arange(n_windows) * block_size
-    if max_tokens and n_windows * block_size > max_tokens:
-        keep = max(1, max_tokens // block_size)
-        starts = starts[np.linspace(0, n_windows - 1, keep).round().astype(np.int64)]
+    """Mean next-token loss (nats) over the `eval_window_starts` windows of `tokens`, and the tokens scored."""
+    starts = eval_window_starts(len(tokens), block_size, max_tokens)
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -231,11 +245,12 @@ class Trainer:
         self.model.train()
         total = 0.0
         for _ in range(cfg.grad_accum):
-            x, y = self.sampler.next()
+            starts = self.sampler.next_starts()
+            x, y = self.sampler.windows(starts)
             x, y = x.to(self.device), y.to(self.device)
             with autocast_for(self.device):
                 logits = self.forward(x)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            loss = self.loss(logits.float(), y, starts)
             (loss / cfg.grad_accum).backward()
             total += loss.item() / cfg.grad_accum
         if cfg.grad_clip > 0:
@@ -246,9 +261,14 @@ class Trainer:
         self.tokens_seen += cfg.batch_size * cfg.block_size * cfg.grad_accum
         return total
 
+    def loss(self, logits: Tensor, targets: Tensor, starts: list[int]) -> Tensor:
+        """The training loss of one micro-batch, whose windows start at `starts` in the training split."""
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
     # --- evaluation, metrics, checkpoints -------------------------------------------
 
     def evaluate(self, max_tokens: int | None = None) -> dict:
+        """Validation loss and bpb; the eval line prints any further `val_` figures a subclass adds."""
         tokens = self.cfg.eval_tokens if max_tokens is None else max_tokens
         loss, _ = evaluate_loss(
             self.model, self.corpus.split("val"), self.cfg.block_size, self.cfg.batch_size, self.device, tokens
@@ -265,6 +285,10 @@ class Trainer:
         if (self.out / METRICS).is_file():
             kept = [record for record in read_metrics(self.out) if record["step"] <= step]
             (self.out / METRICS).write_text("".join(json.dumps(record) + "\n" for record in kept))
+
+    def checkpoint_meta(self) -> dict:
+        """Further entries of config.json that a subclass needs to resume."""
+        return {}
 
     def save(self) -> Path:
         state = {
@@ -284,6 +308,7 @@ class Trainer:
             step=self.step,
             tokens_seen=self.tokens_seen,
             corpus={"name": self.corpus.name, "sha256": self.corpus.sha256},
+            **self.checkpoint_meta(),
         )
         for old in step_checkpoints(self.out)[: -self.cfg.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
@@ -337,9 +362,14 @@ class Trainer:
                     }
                     self.log(last_eval)
                     if self.progress:
+                        extra = "".join(
+                            f" | {key.replace('_', ' ')} {value:.4f}"
+                            for key, value in last_eval.items()
+                            if key.startswith("val_") and key not in ("val_loss", "val_bpb")
+                        )
                         bar.write(
                             f"step {self.step:6d} | train loss {loss:.4f} | val loss {last_eval['val_loss']:.4f}"
-                            f" | val bpb {last_eval['val_bpb']:.4f} | {tokens_per_s:.0f} tok/s"
+                            f" | val bpb {last_eval['val_bpb']:.4f}{extra} | {tokens_per_s:.0f} tok/s"
                         )
                     self.save()
                 if out_of_time:

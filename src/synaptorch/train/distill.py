@@ -1,0 +1,195 @@
+"""Knowledge distillation: a student language model trained on the data and on a teacher's distributions.
+
+The loss of a position with data target y, student logits z and teacher log-probs t is
+
+    alpha * CE(z, y) + (1 - alpha) * tau^2 * KL(p_teacher^tau || p_student^tau)
+
+with p^tau = softmax(logits / tau). The tau^2 factor (Hinton et al., 2015) keeps the gradient of
+the KL term on the scale of the cross-entropy's as tau changes, since softening by tau shrinks
+that gradient by about 1 / tau^2.
+
+With a top-k teacher (a cache, or `top_k` > 0) only the teacher's k most likely ids are kept: its
+tempered distribution is softmax(t / tau) renormalised over those k ids (log-probs stored at
+temperature 1 divided by tau and renormalised, which equals tempering the full distribution and
+then keeping the k ids), and the student side is its full-vocabulary log-softmax(z / tau)
+gathered at the same ids. Then sum_k p_k (log p_k - log q_k) >= -log(sum_k q_k) >= 0: the term is
+zero only when the student puts all its mass on the k ids in the teacher's proportions.
+
+Evaluation reports the student's loss on the data and KL(teacher || student) at tau = 1 on the
+validation windows, over the same k ids when the teacher is top-k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from synaptorch.checkpoint import read_meta, step_checkpoints
+from synaptorch.data.tokenizer import load_tokenizer
+from synaptorch.errors import ConfigError, DataError
+from synaptorch.train.config import RunConfig
+from synaptorch.train.teacher import LiveSignal, Teacher, TeacherCache, TeacherSignal
+from synaptorch.train.trainer import Trainer, autocast_for, bits_per_byte, eval_window_starts
+
+DEFAULT_CACHE_TOP_K = 64
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    alpha: float = 0.5  # weight of the data's cross-entropy; 1 - alpha goes to the teacher
+    tau: float = 1.0  # temperature of both distributions in the KL term
+    top_k: int = 0  # teacher ids kept per position; 0 = the full distribution (no cache)
+    context: int = 256  # teacher window when filling a cache
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not self.tau > 0:
+            raise ConfigError(f"tau must be > 0, got {self.tau}")
+        if self.top_k < 0:
+            raise ConfigError(f"top-k must be >= 0, got {self.top_k}")
+        if self.context < 2:
+            raise ConfigError(f"the teacher's context must be at least 2 tokens, got {self.context}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def teacher_kl(
+    student_logits: Tensor, teacher_ids: Tensor | None, teacher_logprobs: Tensor, tau: float = 1.0
+) -> Tensor:
+    """Mean over positions of KL(p_teacher^tau || p_student^tau); top-k when `teacher_ids` is given.
+
+    student_logits (..., V); teacher_ids (..., k) or None; teacher_logprobs (..., k) or (..., V).
+    """
+    student = F.log_softmax(student_logits.float() / tau, dim=-1)
+    if teacher_ids is not None:
+        student = student.gather(-1, teacher_ids)
+    teacher = F.log_softmax(teacher_logprobs.float() / tau, dim=-1)
+    return (teacher.exp() * (teacher - student)).sum(-1).mean()
+
+
+def distillation_loss(
+    student_logits: Tensor,
+    targets: Tensor,
+    teacher_ids: Tensor | None,
+    teacher_logprobs: Tensor,
+    alpha: float,
+    tau: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """alpha * CE(student, data) + (1 - alpha) * tau^2 * KL(teacher^tau || student^tau); and CE and KL apart."""
+    ce = F.cross_entropy(student_logits.flatten(0, -2).float(), targets.flatten())
+    kl = teacher_kl(student_logits, teacher_ids, teacher_logprobs, tau)
+    return alpha * ce + (1 - alpha) * tau**2 * kl, ce, kl
+
+
+def check_student_tokenizer(teacher: Teacher, spec: str) -> None:
+    """Refuse a student tokenizer other than the teacher's: the two distributions must share ids."""
+    student = load_tokenizer(spec)
+    if student.identity() == teacher.tokenizer.identity():
+        return
+    if student.name == "bytes":
+        raise DataError(
+            f"a byte-level student cannot learn from teacher {teacher.name}, whose tokenizer is "
+            f"{teacher.tokenizer.name} ({teacher.tokenizer.vocab_size} ids); leave --tokenizer out to use the teacher's"
+        )
+    raise DataError(f"the student's tokenizer {spec} is not the one of teacher {teacher.name}; leave --tokenizer out")
+
+
+class DistillTrainer(Trainer):
+    """The trainer with the teacher's distributions as a second target.
+
+    The teacher signal comes from `cache` (a TeacherCache folder, filled first if it does not
+    exist) or, without one, from running the teacher on each batch. Checkpoints record the
+    distillation settings and the teacher's identity; a resume uses the saved settings and
+    refuses another teacher.
+    """
+
+    def __init__(
+        self,
+        run: RunConfig,
+        out: str | Path,
+        teacher: Teacher,
+        distill: DistillConfig | None = None,
+        cache: str | Path | None = None,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        distill = distill or DistillConfig()
+        existing = step_checkpoints(out) if resume else []
+        if existing:
+            saved = read_meta(existing[-1]).get("distill")
+            if saved is None:
+                raise ConfigError(f"{out} holds a run trained without a teacher; resume it with `train`")
+            if saved["teacher"] != teacher.identity:
+                raise ConfigError(f"{out} was distilled from another teacher ({saved['teacher_name']})")
+            distill = DistillConfig(**saved["config"])
+            cache = saved["cache"]
+        else:
+            check_student_tokenizer(teacher, run.train.tokenizer)
+        if cache is not None and distill.top_k == 0:
+            distill = replace(distill, top_k=DEFAULT_CACHE_TOP_K)
+        if distill.top_k > teacher.tokenizer.vocab_size:
+            raise ConfigError(f"top-k {distill.top_k} is more than the teacher's {teacher.tokenizer.vocab_size} ids")
+        self.teacher, self.distill, self.cache = teacher, distill, None if cache is None else str(cache)
+        super().__init__(run, out, resume=resume, progress=progress)
+        if self.tokenizer.identity() != teacher.tokenizer.identity():
+            raise DataError(f"the checkpoint in {out} does not use the tokenizer of teacher {teacher.name}")
+        self.signal: TeacherSignal
+        if cache is None:
+            self.signal = LiveSignal(teacher, self.corpus.tokens, distill.top_k)
+        else:
+            expected = TeacherCache.expected_header(
+                teacher, self.corpus.sha256, len(self.corpus.tokens), distill.top_k, distill.context
+            )
+            self.signal, _ = TeacherCache.open_or_build(cache, teacher, self.corpus.tokens, expected, progress=progress)
+
+    def loss(self, logits: Tensor, targets: Tensor, starts: list[int]) -> Tensor:
+        if self.distill.alpha == 1.0:  # data alone: the teacher is only consulted for evaluations
+            return super().loss(logits, targets, starts)
+        ids, logprobs = self.signal.targets(starts, targets.shape[1])
+        ids = None if ids is None else ids.to(self.device)
+        loss, _, _ = distillation_loss(
+            logits, targets, ids, logprobs.to(self.device), self.distill.alpha, self.distill.tau
+        )
+        return loss
+
+    @torch.no_grad()
+    def evaluate(self, max_tokens: int | None = None) -> dict:
+        """Validation loss on the data (nats per token, bpb) and KL(teacher || student) at tau = 1."""
+        tokens = self.cfg.eval_tokens if max_tokens is None else max_tokens
+        block, offset = self.cfg.block_size, self.corpus.split_index
+        val = self.corpus.split("val")
+        starts = eval_window_starts(len(val), block, tokens)
+        was_training = self.model.training
+        self.model.eval()
+        ce_sum, kl_sum, count = 0.0, 0.0, 0
+        for i in range(0, len(starts), self.cfg.batch_size):
+            batch_starts = starts[i : i + self.cfg.batch_size]
+            rows = [val[s : s + block + 1].astype(np.int64) for s in batch_starts]
+            batch = torch.from_numpy(np.stack(rows)).to(self.device)
+            with autocast_for(self.device):
+                logits = self.model(batch[:, :-1])
+            ids, logprobs = self.signal.targets([offset + int(s) for s in batch_starts], block)
+            ids = None if ids is None else ids.to(self.device)
+            _, ce, kl = distillation_loss(logits.float(), batch[:, 1:], ids, logprobs.to(self.device), 1.0, 1.0)
+            n = batch[:, 1:].numel()
+            ce_sum, kl_sum, count = ce_sum + ce.item() * n, kl_sum + kl.item() * n, count + n
+        self.model.train(was_training)
+        loss = ce_sum / count
+        return {"val_loss": loss, "val_bpb": bits_per_byte(loss, self.corpus), "val_kl": kl_sum / count}
+
+    def checkpoint_meta(self) -> dict:
+        return {
+            "distill": {
+                "config": self.distill.to_dict(),
+                "teacher": self.teacher.identity,
+                "teacher_name": self.teacher.name,
+                "cache": self.cache,
+            }
+        }
