@@ -54,7 +54,7 @@ def distill(cli, corpus):
     return run
 
 
-def test_distill_trains_from_a_cache_reports_kl_and_resumes(distill, teachers, tmp_path, read_metrics):
+def test_distill_trains_from_a_cache_reports_kl_and_resumes(cli, corpus, distill, teachers, tmp_path, read_metrics):
     cache, out = tmp_path / "cache", tmp_path / "run"
     result = distill(teachers[0], "--cache", cache, "--out", out, "--max-steps", 4, "--eval-interval", 2)
     assert result.exit_code == 0, result.output
@@ -71,6 +71,8 @@ def test_distill_trains_from_a_cache_reports_kl_and_resumes(distill, teachers, t
     assert resumed.exit_code == 0, resumed.output
     assert last_json(resumed.stdout)["step"] == 6
     assert_user_error(distill(teachers[1], "--out", out, "--resume", "--max-steps", 8), "another teacher")
+    plain = cli("train", "--out", out, "--data", corpus, "--resume", "--max-steps", 8)
+    assert_user_error(plain, "resume it with `synaptorch distill --resume`")
 
 
 def test_evaluation_lines_show_the_kl(cli, corpus, teachers, tmp_path):

@@ -39,6 +39,7 @@ from synaptorch.models.base import LanguageModel
 from synaptorch.models.bdh import BDH, BDHConfig, layer_norm, rope
 from synaptorch.neurons.lif import LIFState, lif_step
 from synaptorch.neurons.parameters import LIFParameters
+from synaptorch.train.trainer import BatchSampler, eval_window_starts
 
 POPULATIONS = ("x", "xy")
 
@@ -187,18 +188,6 @@ def check_time_steps(steps: Sequence[int]) -> None:
         raise ConfigError(f"time steps must be positive integers, got {list(steps)}")
 
 
-def evaluation_windows(tokens: np.ndarray, block_size: int, max_tokens: int = 0) -> np.ndarray:
-    """Start offsets of non-overlapping windows of block_size + 1 tokens; evenly spaced when capped."""
-    n_windows = (len(tokens) - 1) // block_size
-    if n_windows < 1:
-        raise DataError(f"need more than {block_size} tokens to evaluate, have {len(tokens)}")
-    starts = np.arange(n_windows) * block_size
-    if max_tokens and n_windows * block_size > max_tokens:
-        keep = max(1, max_tokens // block_size)
-        starts = starts[np.linspace(0, n_windows - 1, keep).round().astype(np.int64)]
-    return starts
-
-
 def convert(model: BDH, calibration: np.ndarray, block_size: int = 128, percentile: float = 99.9) -> SpikingBDH:
     """A spiking copy of `model`, its thresholds calibrated on windows of the `calibration` tokens."""
     n_windows = len(calibration) // block_size
@@ -222,8 +211,6 @@ def finetune_spiking(
 ) -> list[float]:
     """Train the weights with the IF neurons in the loop, `steps` time steps per token: spikes
     forward, surrogate gradients backward; the thresholds stay as calibrated. Returns the losses."""
-    from synaptorch.train.trainer import BatchSampler  # here: the trainer imports the models
-
     if iterations < 0 or steps < 1 or lr <= 0:
         raise ConfigError("fine-tuning needs iterations >= 0, steps >= 1 and a positive learning rate")
     device = spiking.readout.device
@@ -276,7 +263,7 @@ def evaluate_spiking(
     def count_spikes(layer: int, x_spikes: Tensor, xy_spikes: Tensor, **_) -> None:
         counted[:] += (x_spikes.sum().item(), xy_spikes.sum().item())
 
-    starts = evaluation_windows(tokens, block_size, max_tokens)
+    starts = eval_window_starts(len(tokens), block_size, max_tokens)
     for i in range(0, len(starts), batch_size):
         rows = [tokens[s : s + block_size + 1].astype(np.int64) for s in starts[i : i + batch_size]]
         batch = torch.from_numpy(np.stack(rows)).to(device)

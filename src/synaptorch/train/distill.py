@@ -110,6 +110,8 @@ class DistillTrainer(Trainer):
     refuses another teacher.
     """
 
+    owned_entry = "distill"
+
     def __init__(
         self,
         run: RunConfig,

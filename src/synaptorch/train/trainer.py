@@ -170,11 +170,17 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# config.json entries of runs that only a subclass of Trainer can continue, and the command making them.
+SUBCLASS_RUNS = {"distill": "synaptorch distill"}
+
+
 class Trainer:
     """Trains one model into a run folder of `step-NNNNNNN` checkpoints and `metrics.jsonl`.
 
     With `progress`, a progress bar goes to stderr and a line per evaluation to stdout.
     """
+
+    owned_entry: str | None = None  # the entry of SUBCLASS_RUNS this trainer writes and resumes
 
     def __init__(self, run: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> None:
         self.out = Path(out)
@@ -191,7 +197,11 @@ class Trainer:
 
         resume_from = existing[-1] if resume else None
         if resume_from is not None:
-            saved_train = TrainConfig.from_dict(read_meta(resume_from)["train"])
+            meta = read_meta(resume_from)
+            for entry, command in SUBCLASS_RUNS.items():
+                if entry in meta and entry != self.owned_entry:
+                    raise ConfigError(f"{self.out} is a run of `{command}`; resume it with `{command} --resume`")
+            saved_train = TrainConfig.from_dict(meta["train"])
             # Only the length of the run may change on resume; everything else is the saved run's.
             run = replace(run, train=replace(saved_train, max_steps=run.train.max_steps, max_time=run.train.max_time))
         self.cfg = cfg = run.train
