@@ -135,3 +135,4 @@ def test_distill_quick_trains_both_students_on_the_same_steps():
     for run in (data_only, distilled):
         assert 0 < run["val_loss"] < 11.5 and run["val_kl"] > 0 and run["wall_s"] >= run["train_s"] > 0
     assert record["val_loss_gain"] == pytest.approx(data_only["val_loss"] - distilled["val_loss"], abs=2e-4)
+    assert record["data_only_equal_seconds"]["steps"] >= data_only["steps"]
