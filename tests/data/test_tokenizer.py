@@ -19,7 +19,8 @@ def test_stream_decoder_never_splits_a_character(text):
     decoder = StreamDecoder(ByteTokenizer())
     pieces = [decoder.push(b) for b in text.encode("utf-8")]
     assert "".join(pieces) + decoder.flush() == text
-    assert all("\ufffd" not in piece for piece in pieces)
+    # Half a character would show as a replacement character; only the text's own may appear.
+    assert sum(piece.count("\ufffd") for piece in pieces) == text.count("\ufffd")
 
 
 def test_stream_decoder_waits_for_the_rest_of_a_character():
