@@ -67,7 +67,10 @@ def teacher_kl(
 
     student_logits (..., V); teacher_ids (..., k) or None; teacher_logprobs (..., k) or (..., V).
     """
-    student = F.log_softmax(student_logits.float() / tau, dim=-1)
+    return _kl(F.log_softmax(student_logits.float() / tau, dim=-1), teacher_ids, teacher_logprobs, tau)
+
+
+def _kl(student: Tensor, teacher_ids: Tensor | None, teacher_logprobs: Tensor, tau: float) -> Tensor:
     if teacher_ids is not None:
         student = student.gather(-1, teacher_ids)
     teacher = F.log_softmax(teacher_logprobs.float() / tau, dim=-1)
@@ -83,8 +86,12 @@ def distillation_loss(
     tau: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """alpha * CE(student, data) + (1 - alpha) * tau^2 * KL(teacher^tau || student^tau); and CE and KL apart."""
-    ce = F.cross_entropy(student_logits.flatten(0, -2).float(), targets.flatten())
-    kl = teacher_kl(student_logits, teacher_ids, teacher_logprobs, tau)
+    student = F.log_softmax(student_logits.float(), dim=-1)
+    ce = F.nll_loss(student.flatten(0, -2), targets.flatten())
+    # At tau = 1 both terms read the same log-softmax, which over a large vocabulary is most of
+    # the cost of the loss.
+    tempered = student if tau == 1 else F.log_softmax(student_logits.float() / tau, dim=-1)
+    kl = _kl(tempered, teacher_ids, teacher_logprobs, tau)
     return alpha * ce + (1 - alpha) * tau**2 * kl, ce, kl
 
 
