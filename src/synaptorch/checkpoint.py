@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,7 +30,7 @@ TOKENIZER = "tokenizer.json"
 STEP_PREFIX = "step-"
 
 
-def write_folder_atomically(folder: str | Path, write) -> Path:
+def write_folder_atomically(folder: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_folder)` and then move the finished folder to `folder`.
 
     An existing `folder` is replaced only after the new one is complete.

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 import networkx as nx
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from synaptorch.analysis.recording import check_bdh
 from synaptorch.analysis.stats import PowerLaw, fit_power_law
@@ -34,7 +34,7 @@ from synaptorch.errors import ConfigError
 
 
 @torch.no_grad()
-def neuron_matrices(model) -> dict[str, Tensor]:
+def neuron_matrices(model: nn.Module) -> dict[str, Tensor]:
     """{"x": G_x, "y": G_y}, each (n_head, N, N), from the weights of a BDH model."""
     c = check_bdh(model).config
     decoder = model.decoder.detach().float().cpu().view(c.n_head, c.n_neuron, c.n_embd)  # E_h
@@ -143,7 +143,7 @@ def graph_stats(graph: nx.DiGraph, seed: int = 0, baselines: int = 5) -> GraphSt
     )
 
 
-def neuron_graphs(model, keep: float = 0.05) -> dict[tuple[str, int], nx.DiGraph]:
+def neuron_graphs(model: nn.Module, keep: float = 0.05) -> dict[tuple[str, int], nx.DiGraph]:
     """{(matrix, head): graph} for matrix "x" (E Dx) and "y" (E Dy), every head."""
     return {
         (name, head): threshold_graph(weights[head], keep)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from synaptorch.analysis.recording import Batch
 from synaptorch.analysis.text import EncodedText
+from synaptorch.data.tokenizer import Tokenizer
 
 
 class NeuronCollector:
@@ -74,7 +75,7 @@ class NeuronSelectivity:
         layer, rest = divmod(flat, n_head * n_neuron)
         return layer, *divmod(rest, n_neuron)
 
-    def rows(self, encoded: EncodedText, tokenizer, firing_rate: Tensor | None = None) -> list[dict]:
+    def rows(self, encoded: EncodedText, tokenizer: Tokenizer, firing_rate: Tensor | None = None) -> list[dict]:
         """One row per neuron, (layer, head, index) order; firing_rate (n_layer, nh, N) adds a column."""
         rates = None if firing_rate is None else firing_rate.reshape(-1)
         rows = []

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from synaptorch.errors import ConfigError
 from synaptorch.models.bdh import BDH, BDHConfig, BDHState
@@ -31,7 +31,7 @@ class Batch:
     state: BDHState  # the synapse state after the windows
 
 
-def check_bdh(model) -> BDH:
+def check_bdh(model: nn.Module) -> BDH:
     if not isinstance(model, BDH):
         raise ConfigError(f"inspection needs a BDH model, got {getattr(model, 'architecture', type(model).__name__)}")
     return model

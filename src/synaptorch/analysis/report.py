@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from synaptorch.analysis import plots
 from synaptorch.analysis.graph import GraphStats, degrees, graph_stats, neuron_graphs
@@ -23,6 +24,7 @@ from synaptorch.analysis.recording import check_bdh, stream
 from synaptorch.analysis.sparsity import Sparsity, SparsityCounter
 from synaptorch.analysis.synapses import Trace, trace_concept
 from synaptorch.analysis.text import EncodedText, encode_text
+from synaptorch.data.tokenizer import Tokenizer
 from synaptorch.errors import ConfigError
 
 
@@ -34,7 +36,7 @@ class Activity:
 
 
 def measure_activity(
-    model, tokenizer, text: str, window: int, top_k: int = 5, batch_size: int | None = None
+    model: nn.Module, tokenizer: Tokenizer, text: str, window: int, top_k: int = 5, batch_size: int | None = None
 ) -> Activity:
     """Sparsity and neuron selectivity of model over text, in one streamed pass."""
     c = check_bdh(model).config
@@ -47,7 +49,7 @@ def measure_activity(
     return Activity(encoded, counter.result(), neurons.result())
 
 
-def measure_graphs(model, keep: float, seed: int, baselines: int) -> tuple[dict, dict]:
+def measure_graphs(model: nn.Module, keep: float, seed: int, baselines: int) -> tuple[dict, dict]:
     """{(matrix, head): GraphStats} and {(matrix, head): (in-degrees, out-degrees)}."""
     graphs = neuron_graphs(model, keep)
     stats = {key: graph_stats(graph, seed, baselines) for key, graph in graphs.items()}
@@ -134,8 +136,8 @@ def _image(name: str, alt: str) -> str:
 
 
 def build_report(
-    model,
-    tokenizer,
+    model: nn.Module,
+    tokenizer: Tokenizer,
     text: str,
     out: str | Path,
     *,

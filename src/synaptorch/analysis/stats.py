@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ def average_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ranks, sizes
 
 
-def mann_whitney_u(first, second) -> MannWhitney:
+def mann_whitney_u(first: ArrayLike, second: ArrayLike) -> MannWhitney:
     a, b = np.asarray(first, dtype=np.float64).ravel(), np.asarray(second, dtype=np.float64).ravel()
     n1, n2 = len(a), len(b)
     if n1 == 0 or n2 == 0:
@@ -106,7 +107,7 @@ def _ks_distance(tail: np.ndarray, alpha: float, x_min: int) -> float:
     return float(np.abs(empirical_cdf - model_cdf).max())
 
 
-def fit_power_law(values, min_tail: int = 10) -> PowerLaw | None:
+def fit_power_law(values: ArrayLike, min_tail: int = 10) -> PowerLaw | None:
     """Clauset, Shalizi & Newman (2009): for each candidate x_min the discrete MLE of alpha, keeping
     the x_min whose fit is closest to the data in KS distance. alpha is searched in (1, 8]; a fit
     at 8 means a tail too steep to call a power law. Values below 1 are left out; None when fewer

@@ -29,12 +29,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from synaptorch.analysis.recording import Batch, check_bdh, run_batch, stream
 from synaptorch.analysis.stats import MannWhitney, mann_whitney_u
 from synaptorch.analysis.text import EncodedText, concept_mask, encode_text, sentence_spans, split_held_out
+from synaptorch.data.tokenizer import Tokenizer
 from synaptorch.errors import ConfigError, DataError
+from synaptorch.models.bdh import BDH
 
 
 class ConceptGrowth:
@@ -92,7 +94,7 @@ def top_synapses(scores: Tensor, k: int) -> list[tuple[Synapse, float]]:
 
 @torch.no_grad()
 def sentence_growth(
-    model, encoded: EncodedText, spans: list[tuple[int, int]], synapses: list[Synapse], batch_size: int = 16
+    model: BDH, encoded: EncodedText, spans: list[tuple[int, int]], synapses: list[Synapse], batch_size: int = 16
 ) -> np.ndarray:
     """(sentences, synapses): each synapse's mean growth per token over each sentence, every
     sentence read from a fresh state (padded on the right, which a causal model never sees)."""
@@ -160,8 +162,8 @@ class Trace:
 
 
 def trace_concept(
-    model,
-    tokenizer,
+    model: nn.Module,
+    tokenizer: Tokenizer,
     text: str,
     pattern: re.Pattern,
     window: int,

@@ -17,7 +17,7 @@ class LanguageModel(nn.Module):
     architecture: str  # the name stored in checkpoints
 
     @torch.no_grad()
-    def step(self, token: Tensor, state) -> tuple[Tensor, object]:
+    def step(self, token: Tensor, state: object) -> tuple[Tensor, object]:
         """One token of generation: token (B,) -> logits (B, V) and the state after it.
 
         The state passed in may be updated in place and must not be used again.

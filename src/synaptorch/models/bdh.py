@@ -93,7 +93,7 @@ class BDHState:
     position: int
 
 
-def rope_phasors(dim: int, theta: float, start: int, length: int, device) -> Tensor:
+def rope_phasors(dim: int, theta: float, start: int, length: int, device: torch.device | str) -> Tensor:
     """Unit complex numbers (length, dim/2) e^{i t / theta**(2k/dim)} for positions start..start+length.
 
     The phase is reduced modulo one turn in float64, so position 16384 is as exact as position 0
@@ -303,7 +303,7 @@ class BDH(LanguageModel):
             self._phasor_table = (key, table)
         return self._phasor_table[1][offset : offset + 1]
 
-    def initial_state(self, batch_size: int, device=None) -> BDHState:
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> BDHState:
         c = self.config
         dtype = self.readout.dtype
         device = self.readout.device if device is None else device

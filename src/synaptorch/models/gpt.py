@@ -138,7 +138,7 @@ class GPT(LanguageModel):
             state = self.initial_state(idx.shape[0], device=idx.device)
         return self._run(idx, state)
 
-    def initial_state(self, batch_size: int, device=None) -> GPTState:
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> GPTState:
         c = self.config
         device = self.embed.weight.device if device is None else device
         empty = torch.zeros(batch_size, c.n_head, 0, c.head_dim, dtype=self.embed.weight.dtype, device=device)

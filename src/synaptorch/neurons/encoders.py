@@ -6,11 +6,15 @@ All encoders put time first: a value tensor of shape S becomes spikes of shape (
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from synaptorch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _check_unit(x: Tensor, name: str) -> None:
@@ -42,7 +46,7 @@ def delta_encode(x: Tensor, threshold: float = 0.1) -> Tensor:
     return (change > threshold).to(x.dtype) - (change < -threshold).to(x.dtype)
 
 
-def raster_plot(spikes: Tensor, path: str | Path | None = None, title: str = ""):
+def raster_plot(spikes: Tensor, path: str | Path | None = None, title: str = "") -> Figure:
     """Dot per spike, time across and neuron up, of spikes (T, n); returns the matplotlib Figure
     and writes a PNG when path is given."""
     import matplotlib

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from synaptorch.checkpoint import (
@@ -150,7 +150,7 @@ class HFTeacher(Teacher):
         return path
 
     @property
-    def model(self):
+    def model(self) -> nn.Module:
         if self._model is None:
             from transformers import AutoModelForCausalLM
             from transformers.utils import logging

@@ -12,7 +12,7 @@ import math
 import shutil
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,7 +47,7 @@ def pick_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
-def autocast_for(device: torch.device):
+def autocast_for(device: torch.device) -> AbstractContextManager:
     """bf16 autocast on CUDA; fp32 elsewhere, where bf16 matmuls are slower than fp32."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
