@@ -19,7 +19,7 @@ import torch
 
 from synaptorch.checkpoint import load_checkpoint_tokenizer, load_model, read_meta, resolve_checkpoint
 from synaptorch.data.corpus import load_corpus
-from synaptorch.models.spiking_bdh import as_records, convert, evaluate_spiking, finetune_spiking, parse_time_steps
+from synaptorch.train.spiking import as_records, convert, evaluate_spiking, finetune_spiking, parse_time_steps
 
 from common import SHAKESPEARE, machine, save_figure, train_for_budget
 

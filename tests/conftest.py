@@ -5,11 +5,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
 from synaptorch.cli import main
+from synaptorch.models.bdh import BDH, BDHConfig
 
 # The models under test are tiny: intra-op threads only add overhead, and on a busy 2-core machine
 # spinning OpenMP workers make each small op orders of magnitude slower.
@@ -155,3 +158,35 @@ def trained_run(tmp_path_factory, tiny_train) -> TrainedRun:
 def run_copy(trained_run, tmp_path) -> Path:
     """A private copy of the trained run, for tests that damage or extend it."""
     return Path(shutil.copytree(trained_run.path, tmp_path / "run"))
+
+
+@pytest.fixture(scope="session")
+def word_salad_tokens() -> np.ndarray:
+    """About 15 KB of word salad as byte tokens."""
+    return np.frombuffer(_make_text(3000).encode(), dtype=np.uint8).astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def small_trained_bdh(word_salad_tokens) -> BDH:
+    """A 2-layer BDH trained for a few seconds on the first 12,000 word-salad tokens, so its
+    predictions are confident. Shared: tests copy it before changing it."""
+    torch.manual_seed(0)
+    model = BDH(BDHConfig(n_layer=2, n_embd=32, n_head=2, n_neuron=64, dropout=0.0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    train = torch.from_numpy(word_salad_tokens[:12000])
+    for _ in range(120):
+        starts = torch.randint(len(train) - 33, (8,), generator=generator)
+        batch = torch.stack([train[s : s + 33] for s in starts.tolist()])
+        loss = F.cross_entropy(model(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 2.0  # well below the 5.5 of a uniform guess over bytes
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def layer_recorder():
+    """recorder(records) -> an observer for forward(idx, observe) that keeps every layer's tensors."""
+    return lambda records: lambda layer, **tensors: records.append(tensors)

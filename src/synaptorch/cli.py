@@ -417,13 +417,7 @@ def spike_eval(checkpoint, steps, data, split, val_fraction, block_size, batch_s
     from synaptorch.data.corpus import load_corpus
     from synaptorch.errors import ConfigError
     from synaptorch.models import BDH
-    from synaptorch.models.spiking_bdh import (
-        as_records,
-        convert,
-        evaluate_spiking,
-        finetune_spiking,
-        parse_time_steps,
-    )
+    from synaptorch.train.spiking import as_records, convert, evaluate_spiking, finetune_spiking, parse_time_steps
     from synaptorch.train.trainer import pick_device
 
     time_steps = parse_time_steps(steps)
