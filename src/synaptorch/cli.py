@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import torch
 
-from synaptorch.errors import CheckpointError, DataError, SynaptorchError
+from synaptorch.errors import CheckpointError, ConfigError, DataError, SynaptorchError
 from synaptorch.train.config import DEFAULT_PRESET, PRESETS
 
 
@@ -26,6 +26,9 @@ def user_errors(command):
             return command(*args, **kwargs)
         except SynaptorchError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except OSError as exc:  # an output path that cannot be written: a file where a folder must be
+            click.echo(f"error: {exc.strerror or exc}: {exc.filename}" if exc.filename else f"error: {exc}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -221,7 +224,6 @@ def distill(
     KL at temperature 1 on the validation windows. The model and training flags are those of
     `train`; with --resume the saved run's settings (distillation ones included) are used.
     """
-    from synaptorch.errors import ConfigError
     from synaptorch.train.distill import DEFAULT_CACHE_TOP_K, DistillConfig, DistillTrainer
     from synaptorch.train.teacher import load_teacher
     from synaptorch.train.trainer import pick_device
@@ -341,7 +343,6 @@ def eval_command(checkpoint, data, split, val_fraction, tokenizer, block_size, b
     from synaptorch.checkpoint import load_checkpoint_tokenizer, load_model, read_meta, resolve_checkpoint
     from synaptorch.data.corpus import load_corpus
     from synaptorch.data.tokenizer import load_tokenizer
-    from synaptorch.errors import ConfigError
     from synaptorch.train.trainer import bits_per_byte, evaluate_loss, pick_device
 
     folder = resolve_checkpoint(checkpoint)
@@ -415,7 +416,6 @@ def spike_eval(checkpoint, steps, data, split, val_fraction, block_size, batch_s
     """
     from synaptorch.checkpoint import load_checkpoint_tokenizer, load_model, read_meta, resolve_checkpoint
     from synaptorch.data.corpus import load_corpus
-    from synaptorch.errors import ConfigError
     from synaptorch.models import BDH
     from synaptorch.train.spiking import as_records, convert, evaluate_spiking, finetune_spiking, parse_time_steps
     from synaptorch.train.trainer import pick_device
@@ -532,7 +532,6 @@ def _inspected(checkpoint: str, text_file: str | None, window: int | None, devic
     """The model, its tokenizer, the text (None without --text) and the window length."""
     from synaptorch.analysis.recording import check_bdh
     from synaptorch.checkpoint import load_checkpoint_tokenizer, load_model, read_meta, resolve_checkpoint
-    from synaptorch.errors import ConfigError
     from synaptorch.train.trainer import pick_device
 
     folder = resolve_checkpoint(checkpoint)
@@ -659,6 +658,10 @@ def neurons(checkpoint, text_file, window, device, csv_path, show):
     from synaptorch.analysis.neurons import write_csv
     from synaptorch.analysis.report import measure_activity, most_monosemantic
 
+    if show < 0:
+        raise ConfigError(f"--show must be >= 0, got {show}")
+    if csv_path and Path(csv_path).is_dir():
+        raise ConfigError(f"--csv {csv_path} is a folder; give a file name")
     model, tokenizer, text, window = _inspected(checkpoint, text_file, window, device)
     activity = measure_activity(model, tokenizer, text, window)
     rows = activity.selectivity.rows(activity.encoded, tokenizer, activity.sparsity.x_rate)

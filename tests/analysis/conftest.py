@@ -4,6 +4,13 @@ import torch
 from synaptorch import BDH, BDHConfig
 
 
+@pytest.fixture(scope="module")
+def small_model():
+    """A small BDH with random weights."""
+    torch.manual_seed(0)
+    return BDH(BDHConfig(n_layer=2, n_embd=16, n_head=2, n_neuron=16, dropout=0.0)).eval()
+
+
 @pytest.fixture
 def one_hot_model():
     """BDH whose neurons fire on known byte classes; nothing depends on context.

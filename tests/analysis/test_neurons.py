@@ -42,6 +42,18 @@ def test_top_contexts_do_not_depend_on_how_the_text_is_streamed(one_hot_model):
     ]
     assert torch.allclose(results[0].mass, results[1].mass)
     assert torch.equal(results[0].top_values, results[1].top_values)
+    # Every 'a' activates its neuron alike: of equal activations the earliest positions are kept.
+    assert torch.equal(results[0].top_positions, results[1].top_positions)
+    assert results[0].top_positions[:, 1].tolist() == [0, 8, 10, 18, 20]  # neuron 1 fires on "a" (97 % 4 = 1)
+
+
+def test_top_contexts_of_a_random_model_do_not_depend_on_batching(small_model):
+    text = "the neuron fires and the synapse grows between two cells\n" * 6
+    results = [
+        measure_activity(small_model, ByteTokenizer(), text, window=32, batch_size=b).selectivity for b in (1, 5)
+    ]
+    torch.testing.assert_close(results[0].top_values, results[1].top_values)
+    assert torch.equal(results[0].top_positions, results[1].top_positions)
 
 
 def test_the_table_round_trips_through_csv(one_hot_model, tmp_path):

@@ -142,6 +142,22 @@ def test_inspect_user_errors(cli, trained_run, corpus, tmp_path):
     assert_user_error(cli("inspect", "trace", trained_run.path, "--text", corpus, "--concept", "a", "--top", 0), "rank")
     holdout = cli("inspect", "trace", trained_run.path, "--text", corpus, "--concept", "a", "--holdout", 1)
     assert_user_error(holdout, "held-out")
+    assert_user_error(cli("inspect", "graph", trained_run.path, "--seed", -2), "seed")
+    assert_user_error(cli("inspect", "sparsity", trained_run.path, "--text", corpus, "--device", "bogus"), "device")
+    assert_user_error(cli("inspect", "neurons", trained_run.path, "--text", corpus, "--show", -3), "show")
+    assert_user_error(cli("inspect", "neurons", trained_run.path, "--text", corpus, "--csv", tmp_path), "folder")
+    assert_user_error(
+        cli("inspect", "report", trained_run.path, "--text", corpus, "--out", corpus / "report"), "not a directory"
+    )
+
+
+def test_a_report_that_fails_leaves_its_folder_as_it_was(cli, trained_run, corpus, tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    result = cli("inspect", "report", trained_run.path, "--text", corpus, "--out", out, "--concept", "zebra")
+    assert_user_error(result, "does not occur")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
 def test_inspect_refuses_a_gpt_checkpoint(cli, corpus, tmp_path):

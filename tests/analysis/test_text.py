@@ -1,7 +1,7 @@
 import pytest
 
 from synaptorch.analysis.text import concept_mask, concept_pattern, encode_text, sentence_spans, split_held_out
-from synaptorch.data.tokenizer import ByteTokenizer
+from synaptorch.data.tokenizer import ByteTokenizer, HFTokenizer
 from synaptorch.errors import ConfigError, DataError
 
 
@@ -43,6 +43,21 @@ def test_sentences_split_at_stops_and_line_ends():
     spans = sentence_spans(encoded, max_tokens=100)
     assert [text[a:b] for a, b in spans] == ["One two.", "Three four!", "Five six seven", "still five."]
     assert [b - a for a, b in sentence_spans(encoded, max_tokens=5)] == [5, 5, 5, 5]
+
+
+def test_bpe_tokens_with_leading_space_belong_to_the_sentence_they_begin(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    text = "the key. fires grows. cells and neuron"
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    bpe.train_from_iterator([text] * 20, trainers.BpeTrainer(vocab_size=300, initial_alphabet=alphabet))
+    bpe.save(str(tmp_path / "bpe.json"))
+    encoded = encode_text(HFTokenizer(tmp_path / "bpe.json"), text)
+    assert encoded.starts[3] == 8 and text[encoded.starts[3] : encoded.ends[3]] == " fires"
+    sentences = [text[encoded.starts[a] : encoded.ends[b - 1]] for a, b in sentence_spans(encoded, 100)]
+    assert sentences == ["the key.", " fires grows.", " cells and neuron"]
 
 
 def test_empty_text_is_a_user_error():

@@ -128,6 +128,8 @@ def degrees(graph: nx.DiGraph) -> tuple[np.ndarray, np.ndarray]:
 def graph_stats(graph: nx.DiGraph, seed: int = 0, baselines: int = 5) -> GraphStats:
     if baselines < 1:
         raise ConfigError(f"the modularity baseline needs at least one rewired graph, got {baselines}")
+    if seed < 0:
+        raise ConfigError(f"the seed must be >= 0, got {seed}")
     in_degree, out_degree = degrees(graph)
     modularity, communities = louvain_modularity(graph, seed)
     baseline = [louvain_modularity(rewired(graph, seed + 1 + i), seed)[0] for i in range(baselines)]
@@ -138,8 +140,8 @@ def graph_stats(graph: nx.DiGraph, seed: int = 0, baselines: int = 5) -> GraphSt
         fit_power_law(out_degree),
         modularity,
         communities,
-        float(np.mean(baseline)) if baseline else math.nan,
-        float(np.std(baseline)) if baseline else math.nan,
+        float(np.mean(baseline)),
+        float(np.std(baseline)),
     )
 
 

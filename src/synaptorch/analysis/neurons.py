@@ -13,16 +13,26 @@ where a sixth of the tokens are spaces has a share of 1/6 but a lift of 1.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from synaptorch.analysis.recording import Batch
 from synaptorch.analysis.text import EncodedText
+from synaptorch.data.corpus import atomic_write_bytes
 from synaptorch.data.tokenizer import Tokenizer
+
+
+def _rank_keys(values: Tensor, positions: Tensor) -> Tensor:
+    """int64 keys that order activations by value and equal values by position, earlier first, so
+    the top contexts do not depend on how the text was cut into batches (at layer 0 a neuron's
+    activation depends on the token alone, and ties are the rule). The bits of a non-negative
+    float32 order as the float does; an empty slot (position -1) ranks below everything."""
+    keys = (values.float().contiguous().view(torch.int32).long() << 32) | (2**32 - 1 - positions)
+    return torch.where(positions < 0, -1, keys)
 
 
 class NeuronCollector:
@@ -42,14 +52,15 @@ class NeuronCollector:
         acts = torch.stack([t["x_sparse"] for t in batch.layers]).cpu()
         acts = acts.permute(2, 3, 0, 1, 4).reshape(batch.ids.numel(), -1)
         ids = batch.ids.reshape(-1).cpu()
-        self.mass += (acts.T @ F.one_hot(ids, self.mass.shape[1]).to(acts.dtype)).double()
+        self.mass.index_add_(1, ids, acts.T.double())
         self.token_counts += torch.bincount(ids, minlength=self.token_counts.numel())
-        chunk = acts.topk(min(self.top_k, acts.shape[0]), dim=0)
-        values = torch.cat([self.top_values, chunk.values])
-        positions = torch.cat([self.top_positions, batch.positions.reshape(-1)[chunk.indices]])
-        best = values.topk(self.top_k, dim=0)
-        self.top_values = best.values
-        self.top_positions = positions.gather(0, best.indices)
+        positions = batch.positions.reshape(-1, 1).expand_as(acts)
+        chunk = _rank_keys(acts, positions).topk(min(self.top_k, acts.shape[0]), dim=0).indices
+        values = torch.cat([self.top_values, acts.gather(0, chunk)])
+        positions = torch.cat([self.top_positions, positions.gather(0, chunk)])
+        best = _rank_keys(values, positions).topk(self.top_k, dim=0).indices
+        self.top_values = values.gather(0, best)
+        self.top_positions = positions.gather(0, best)
 
     def result(self) -> NeuronSelectivity:
         total = self.mass.sum(1)
@@ -104,10 +115,9 @@ class NeuronSelectivity:
 
 def write_csv(rows: list[dict], path: str | Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]) if rows else [])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, table.getvalue().encode("utf-8"))
     return path

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,7 @@ from synaptorch.analysis.graph import GraphStats
 from synaptorch.analysis.neurons import NeuronSelectivity
 from synaptorch.analysis.sparsity import Sparsity
 from synaptorch.analysis.synapses import Trace
+from synaptorch.data.corpus import atomic_write_bytes
 
 
 def _figure(width: float, height: float, columns: int = 1):
@@ -24,9 +25,9 @@ def _figure(width: float, height: float, columns: int = 1):
 
 
 def _save(figure, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    figure.savefig(tmp, dpi=90)
-    tmp.replace(path)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=90)
+    atomic_write_bytes(path, image.getvalue())
     return path
 
 

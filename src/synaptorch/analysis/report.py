@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,9 @@ from synaptorch.analysis.graph import GraphStats, degrees, graph_stats, neuron_g
 from synaptorch.analysis.neurons import NeuronCollector, NeuronSelectivity, write_csv
 from synaptorch.analysis.recording import check_bdh, stream
 from synaptorch.analysis.sparsity import Sparsity, SparsityCounter
-from synaptorch.analysis.synapses import Trace, trace_concept
+from synaptorch.analysis.synapses import trace_concept
 from synaptorch.analysis.text import EncodedText, encode_text
+from synaptorch.data.corpus import atomic_write_bytes
 from synaptorch.data.tokenizer import Tokenizer
 from synaptorch.errors import ConfigError
 
@@ -66,6 +66,7 @@ def graph_rows(stats: dict[tuple[str, int], GraphStats]) -> list[dict]:
             row[f"{side}_alpha"] = None if fit is None else fit["alpha"]
             row[f"{side}_xmin"] = None if fit is None else fit["x_min"]
             row[f"{side}_ks"] = None if fit is None else fit["ks"]
+            row[f"{side}_tail"] = None if fit is None else fit["n_tail"]
         rows.append(row)
     return rows
 
@@ -89,12 +90,6 @@ def graph_summary(rows: list[dict]) -> dict:
 def most_monosemantic(rows: list[dict], n: int = 20, min_rate: float = 0.001) -> list[dict]:
     active = [r for r in rows if r["total_activation"] > 0 and (r["firing_rate"] or 0) >= min_rate]
     return sorted(active, key=lambda r: -r["monosemanticity"])[:n]
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _table(rows: list[dict], columns: list[str] | None = None) -> str:
@@ -154,16 +149,17 @@ def build_report(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file; the report needs a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    # Everything is measured before the first file is written: a concept missing from the text or a
+    # bad setting leaves the folder as it was.
+    trace = None if pattern is None else trace_concept(model, tokenizer, text, pattern, window, top, holdout)
     activity = measure_activity(model, tokenizer, text, window)
-    neuron_rows = activity.selectivity.rows(activity.encoded, tokenizer, activity.sparsity.x_rate)
-    write_csv(neuron_rows, out / "neurons.csv")
     stats, degree_sequences = measure_graphs(model, keep, seed, baselines)
     rows_of_graphs = graph_rows(stats)
+
+    neuron_rows = activity.selectivity.rows(activity.encoded, tokenizer, activity.sparsity.x_rate)
+    write_csv(neuron_rows, out / "neurons.csv")
     write_csv(rows_of_graphs, out / "graph.csv")
-    trace: Trace | None = None
-    if pattern is not None:
-        trace = trace_concept(model, tokenizer, text, pattern, window, top, holdout)
+    if trace is not None:
         write_csv(trace.rows(), out / "synapses.csv")
 
     plots.plot_sparsity(activity.sparsity, out / "sparsity.png")
@@ -185,7 +181,7 @@ def build_report(
         "graph_keep": keep,
         "trace": None if trace is None else trace.summary(),
     }
-    _write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
 
     c = model.config
     sections = [
@@ -234,5 +230,5 @@ def build_report(
                 + _table(trace.rows()),
             )
         )
-    _write_text(out / "report.html", render_html(title, sections))
+    atomic_write_bytes(out / "report.html", render_html(title, sections).encode("utf-8"))
     return summary

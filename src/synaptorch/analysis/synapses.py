@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from synaptorch.analysis.recording import Batch, check_bdh, run_batch, stream
+from synaptorch.analysis.recording import Batch, check_bdh, default_batch_size, run_batch, stream
 from synaptorch.analysis.stats import MannWhitney, mann_whitney_u
 from synaptorch.analysis.text import EncodedText, concept_mask, encode_text, sentence_spans, split_held_out
 from synaptorch.data.tokenizer import Tokenizer
@@ -161,6 +161,13 @@ class Trace:
         }
 
 
+def _spread(items: list, most: int) -> list:
+    """At most `most` of items, evenly spaced over the list, so a long text is sampled throughout."""
+    if len(items) <= most:
+        return items
+    return [items[i * len(items) // most] for i in range(most)]
+
+
 def trace_concept(
     model: nn.Module,
     tokenizer: Tokenizer,
@@ -181,7 +188,7 @@ def trace_concept(
         raise ConfigError(f"the number of synapses to rank must be positive, got {top}")
     ranking_text, held_out_text = split_held_out(text, holdout)
     if not ranking_text.strip() or not held_out_text.strip():
-        raise DataError("the text is too short to set a part aside for the selectivity test")
+        raise DataError("the text is too short, or has too few lines, to set a part aside for the selectivity test")
     ranking = encode_text(tokenizer, ranking_text)
     growth = ConceptGrowth(c.n_layer, c.n_head, c.n_neuron, c.n_embd, concept_mask(ranking, pattern))
     for batch in stream(model, ranking.ids, window, batch_size):
@@ -191,16 +198,17 @@ def trace_concept(
     held_out = encode_text(tokenizer, held_out_text)
     mask = concept_mask(held_out, pattern)
     spans = sentence_spans(held_out, window)
-    with_concept = [s for s in spans if mask[s[0] : s[1]].any()][:max_sentences]
-    without_concept = [s for s in spans if not mask[s[0] : s[1]].any()][:max_sentences]
+    with_concept = _spread([s for s in spans if mask[s[0] : s[1]].any()], max_sentences)
+    without_concept = _spread([s for s in spans if not mask[s[0] : s[1]].any()], max_sentences)
     if len(with_concept) < 2 or len(without_concept) < 2:
         raise DataError(
             f"the held-out part has {len(with_concept)} sentences with the concept and {len(without_concept)} "
             "without; it needs at least 2 of each (a longer text, or a larger held-out share)"
         )
     synapses = [s for s, _ in ranked]
-    values_with = sentence_growth(model, held_out, with_concept, synapses)
-    values_without = sentence_growth(model, held_out, without_concept, synapses)
+    batch_size = batch_size or default_batch_size(c, window)
+    values_with = sentence_growth(model, held_out, with_concept, synapses, batch_size)
+    values_without = sentence_growth(model, held_out, without_concept, synapses, batch_size)
     traced = []
     for n, (synapse, score) in enumerate(ranked):
         test: MannWhitney = mann_whitney_u(values_with[:, n], values_without[:, n])

@@ -52,11 +52,9 @@ def encode_text(tokenizer: ByteTokenizer | HFTokenizer, text: str) -> EncodedTex
         starts = np.repeat(np.arange(len(text), dtype=np.int64), widths)
         ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
         return EncodedText(text, ids, starts, starts + 1)
-    from tokenizers import Tokenizer
-
-    encoding = Tokenizer.from_file(str(tokenizer.path)).encode(text)
-    spans = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
-    return EncodedText(text, np.asarray(encoding.ids, dtype=np.int64), spans[:, 0], spans[:, 1])
+    ids, offsets = tokenizer.encode_with_offsets(text)
+    spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    return EncodedText(text, np.asarray(ids, dtype=np.int64), spans[:, 0], spans[:, 1])
 
 
 def concept_pattern(words: list[str] | None = None, regex: str | None = None) -> re.Pattern:
@@ -111,7 +109,9 @@ def sentence_spans(encoded: EncodedText, max_tokens: int) -> list[tuple[int, int
     bounds.append((start, len(encoded.text)))
     spans = []
     for char_start, char_end in bounds:
-        a = int(np.searchsorted(encoded.starts, char_start, side="left"))
+        # A BPE token often starts with the white space before a sentence (" fires"): it belongs to
+        # the sentence that holds its last character.
+        a = int(np.searchsorted(encoded.ends, char_start, side="right"))
         b = int(np.searchsorted(encoded.ends, char_end, side="right"))
         if b - a >= 2 and encoded.text[char_start:char_end].strip():
             spans.append((a, min(b, a + max_tokens)))

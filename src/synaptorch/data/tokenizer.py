@@ -65,6 +65,11 @@ class HFTokenizer:
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text).ids
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """The ids and, for each, the span [start, end) of characters of text it was cut from."""
+        encoding = self._tok.encode(text)
+        return encoding.ids, encoding.offsets
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._tok.encode_batch(texts)]
 

@@ -44,7 +44,10 @@ def pick_device(spec: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
-    return torch.device(spec)
+    try:
+        return torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {spec!r} (auto, cpu, cuda, cuda:N, mps)") from None
 
 
 def autocast_for(device: torch.device) -> AbstractContextManager:
