@@ -81,8 +81,8 @@ def main() -> None:
 
     from synaptorch.data.corpus import load_corpus
     from synaptorch.train.config import build_run_config
-    from synaptorch.train.distill import DistillConfig
-    from synaptorch.train.teacher import TeacherCache, load_teacher
+    from synaptorch.train.distill import DistillConfig, open_teacher_cache
+    from synaptorch.train.teacher import load_teacher
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.out or tmp)
@@ -95,9 +95,9 @@ def main() -> None:
         corpus = load_corpus(data, teacher.tokenizer)
         teacher.logits(torch.zeros(1, 1, dtype=torch.long))  # loads and de-quantizes the model
         teacher_load_s = time.perf_counter() - start
-        expected = TeacherCache.expected_header(teacher, corpus.sha256, len(corpus.tokens), args.top_k, args.context)
+        settings = DistillConfig(tau=args.tau, top_k=args.top_k, context=args.context)
         start = time.perf_counter()
-        _, filled = TeacherCache.open_or_build(work / "cache", teacher, corpus.tokens, expected, progress=True)
+        _, filled = open_teacher_cache(work / "cache", teacher, corpus, settings, progress=True)
         cache_s = time.perf_counter() - start
 
         run = build_run_config(

@@ -30,6 +30,16 @@ TOKENIZER = "tokenizer.json"
 STEP_PREFIX = "step-"
 
 
+def check_folder_path(folder: str | Path, option: str) -> None:
+    """Refuse, before any work is done, a path that cannot become a folder: it or a parent is a file."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{option} {folder} exists and is not a folder")
+    blocking = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"{option} {folder} cannot be made: {blocking} is a file")
+
+
 def write_folder_atomically(folder: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_folder)` and then move the finished folder to `folder`.
 

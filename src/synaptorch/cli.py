@@ -194,7 +194,9 @@ def _print_sample(trainer, n_tokens: int) -> None:
 @click.option("--cache", help="Teacher cache folder: filled once if missing, then read; refused if stale.")
 @click.option("--alpha", default=0.5, show_default=True, help="Weight of the data's cross-entropy (1: data alone).")
 @click.option("--tau", default=1.0, show_default=True, help="Temperature of the KL term (scaled by tau^2).")
-@click.option("--top-k", type=int, help="Teacher ids kept per position.  [default: 64 with --cache, else 0 = all]")
+@click.option(
+    "--top-k", type=int, help="Teacher ids kept per position, 0 for all.  [default: 64 with --cache, else all]"
+)
 @click.option("--context", default=256, show_default=True, help="Teacher window while filling the cache.")
 @click.option("--precompute-only", is_flag=True, help="Fill the --cache and stop; prints a JSON line about it.")
 @click.option("--out", default="runs/distill", show_default=True, help="Run folder for checkpoints and metrics.jsonl.")
@@ -224,7 +226,7 @@ def distill(
     KL at temperature 1 on the validation windows. The model and training flags are those of
     `train`; with --resume the saved run's settings (distillation ones included) are used.
     """
-    from synaptorch.train.distill import DEFAULT_CACHE_TOP_K, DistillConfig, DistillTrainer
+    from synaptorch.train.distill import DistillConfig, DistillTrainer
     from synaptorch.train.teacher import load_teacher
     from synaptorch.train.trainer import pick_device
 
@@ -233,8 +235,6 @@ def distill(
     model = load_teacher(teacher, device=pick_device(flags["device"] or "auto"))
     if flags["tokenizer"] is None:
         flags["tokenizer"] = model.tokenizer_spec
-    if top_k is None:
-        top_k = DEFAULT_CACHE_TOP_K if cache is not None else 0
     settings = DistillConfig(alpha=alpha, tau=tau, top_k=top_k, context=context)
     run = _run_config(architecture, preset, config_file, flags)
     if precompute_only:
@@ -244,7 +244,7 @@ def distill(
     click.echo(
         f"distilling {model.name} into {_describe_run(trainer)}; alpha {trainer.distill.alpha}, tau "
         f"{trainer.distill.tau}, top-k {trainer.distill.top_k or 'all'}, "
-        + (f"cache {trainer.cache}" if trainer.cache else "teacher run on each batch")
+        + (f"cache {cache or trainer.cache}" if trainer.cache else "teacher run on each batch")
     )
     result = trainer.fit()
     folder = trainer.last_checkpoint or trainer.save()
@@ -257,17 +257,14 @@ def _precompute(teacher, settings, cache, train_config, quiet) -> None:
     import time
 
     from synaptorch.data.corpus import load_corpus
-    from synaptorch.train.distill import check_student_tokenizer
-    from synaptorch.train.teacher import TeacherCache
+    from synaptorch.train.distill import check_student_tokenizer, open_teacher_cache
 
     check_student_tokenizer(teacher, train_config.tokenizer)
     corpus = load_corpus(train_config.data, teacher.tokenizer, train_config.val_fraction)
-    expected = TeacherCache.expected_header(
-        teacher, corpus.sha256, len(corpus.tokens), settings.top_k, settings.context
-    )
     start = time.perf_counter()
-    _, filled = TeacherCache.open_or_build(cache, teacher, corpus.tokens, expected, progress=not quiet)
-    record = {"cache": str(cache), "filled": filled, "seconds": round(time.perf_counter() - start, 3), **expected}
+    opened, filled = open_teacher_cache(cache, teacher, corpus, settings, progress=not quiet)
+    header = {k: v for k, v in opened.header.items() if k != "teacher_name"}
+    record = {"cache": str(cache), "filled": filled, "seconds": round(time.perf_counter() - start, 3), **header}
     click.echo(json.dumps(record))
 
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from synaptorch import BDH, GPT, BDHConfig, GPTConfig
-from synaptorch.checkpoint import load_model, save_model
+from synaptorch.checkpoint import load_model, read_meta, save_model
 from synaptorch.data.corpus import load_corpus
 from synaptorch.data.tokenizer import HFTokenizer
 from synaptorch.errors import ConfigError, DataError
@@ -24,6 +24,7 @@ from synaptorch.train.distill import (
 )
 from synaptorch.train.teacher import (
     CheckpointTeacher,
+    LiveSignal,
     TeacherCache,
     cache_windows,
     load_teacher,
@@ -112,8 +113,12 @@ def test_full_kl_is_zero_for_the_teacher_itself_and_tau_tempers_both_sides():
     logits = torch.randn(2, 5, 11) * 3
     assert teacher_kl(logits, None, F.log_softmax(logits, -1), tau=1.0).item() == pytest.approx(0, abs=1e-6)
     other = torch.randn(2, 5, 11) * 3
-    sharp, soft = (teacher_kl(logits, None, F.log_softmax(other, -1), tau=t).item() for t in (1.0, 4.0))
-    assert soft < sharp  # softer distributions are closer
+    for tau in (1.0, 4.0):
+        teacher, student = F.softmax(other / tau, -1), F.softmax(logits / tau, -1)
+        expected = (teacher * (teacher / student).log()).sum(-1).mean()
+        assert teacher_kl(logits, None, F.log_softmax(other, -1), tau).item() == pytest.approx(
+            expected.item(), rel=1e-5
+        )
 
 
 @given(alpha=st.floats(0, 1), tau=st.floats(0.25, 8))
@@ -124,11 +129,15 @@ def test_loss_is_the_stated_mixture(alpha, tau):
     teacher = F.log_softmax(torch.randn(2, 3, 7, generator=generator), -1)
     loss, ce, kl = distillation_loss(logits, targets, None, teacher, alpha, tau)
     assert ce.item() == pytest.approx(F.cross_entropy(logits.flatten(0, 1), targets.flatten()).item(), rel=1e-6)
-    assert kl.item() >= -1e-6
+    tempered = F.log_softmax(teacher / tau, -1)
+    expected_kl = (tempered.exp() * (tempered - F.log_softmax(logits / tau, -1))).sum(-1).mean()
+    assert kl.item() == pytest.approx(expected_kl.item(), rel=1e-5, abs=1e-7)
     assert loss.item() == pytest.approx(alpha * ce.item() + (1 - alpha) * tau**2 * kl.item(), rel=1e-5, abs=1e-6)
 
 
-@pytest.mark.parametrize("bad", [{"alpha": -0.1}, {"alpha": 1.5}, {"tau": 0.0}, {"top_k": -1}, {"context": 1}])
+@pytest.mark.parametrize(
+    "bad", [{"alpha": -0.1}, {"alpha": 1.5}, {"tau": 0.0}, {"tau": math.inf}, {"top_k": -1}, {"context": 1}]
+)
 def test_impossible_settings_are_refused(bad):
     with pytest.raises(ConfigError):
         DistillConfig(**bad)
@@ -154,14 +163,28 @@ def test_a_tiny_student_gets_closer_to_its_teacher_within_a_few_steps(corpus, te
     assert set(after) >= {"val_loss", "val_bpb", "val_kl"} and math.isfinite(after["val_loss"])
 
 
-def test_data_alone_is_the_plain_trainer(corpus, teacher, tmp_path, train_losses):
+def recorded_starts(trainer) -> list[list[int]]:
+    """The window starts of every batch the trainer draws from now on."""
+    seen, draw = [], trainer.sampler.next_starts
+    trainer.sampler.next_starts = lambda: seen.append(draw()) or seen[-1]
+    return seen
+
+
+def test_data_alone_is_the_plain_trainer_and_sees_the_batches_of_the_distilled_run(
+    corpus, teacher, tmp_path, train_losses
+):
     from synaptorch.train.trainer import Trainer
 
     run = tiny_run(corpus)
     Trainer(run, tmp_path / "plain", progress=False).fit()
-    result = DistillTrainer(run, tmp_path / "alpha1", teacher, DistillConfig(alpha=1.0), progress=False).fit()
+    alone = DistillTrainer(run, tmp_path / "alpha1", teacher, DistillConfig(alpha=1.0), progress=False)
+    distilled = DistillTrainer(run, tmp_path / "alpha05", teacher, DistillConfig(alpha=0.5), progress=False)
+    batches = [recorded_starts(alone), recorded_starts(distilled)]
+    result = alone.fit()
+    distilled.fit()
     assert train_losses(tmp_path / "alpha1") == train_losses(tmp_path / "plain")
     assert result["val_kl"] > 0
+    assert len(batches[0]) == 6 and batches[0] == batches[1]
 
 
 def test_distillation_resumes_exactly_and_only_from_its_teacher(corpus, teacher, tmp_path, train_losses):
@@ -182,6 +205,28 @@ def test_distillation_resumes_exactly_and_only_from_its_teacher(corpus, teacher,
     other = load_teacher(sharp_teacher(tmp_path / "other", seed=2))
     with pytest.raises(ConfigError, match="another teacher"):
         DistillTrainer(run, tmp_path / "resumed", other, resume=True, progress=False)
+    with pytest.raises(ConfigError, match="without --cache"):
+        DistillTrainer(run, tmp_path / "resumed", teacher, cache=tmp_path / "cache", resume=True, progress=False)
+
+
+def test_a_resumed_run_reads_its_cache_where_it_is_now(corpus, teacher, tmp_path):
+    run = tiny_run(corpus, max_steps=2, eval_interval=2)
+    DistillTrainer(run, tmp_path / "run", teacher, cache=tmp_path / "cache", progress=False).fit()
+    (tmp_path / "cache").rename(tmp_path / "moved")
+    longer = tiny_run(corpus, max_steps=3, eval_interval=2)
+    resumed = DistillTrainer(longer, tmp_path / "run", teacher, cache=tmp_path / "moved", resume=True, progress=False)
+    assert resumed.cache == str((tmp_path / "moved").resolve())
+    resumed.fit()
+    assert not (tmp_path / "cache").exists()  # the teacher was not run again into the old path
+    assert read_meta(resumed.last_checkpoint)["distill"]["cache"] == resumed.cache  # later resumes look there
+
+
+def test_top_k_defaults_to_64_with_a_cache_and_every_id_without(corpus, teacher, tmp_path):
+    cached = DistillTrainer(tiny_run(corpus), tmp_path / "a", teacher, cache=tmp_path / "cache", progress=False)
+    live = DistillTrainer(tiny_run(corpus), tmp_path / "b", teacher, progress=False)
+    assert (cached.distill.top_k, live.distill.top_k) == (64, 0)
+    with pytest.raises(ConfigError, match="top-k 0"):
+        DistillTrainer(tiny_run(corpus), tmp_path / "c", teacher, DistillConfig(top_k=0), cache=tmp_path / "cache")
 
 
 def test_a_gpt_teacher_and_a_gpt_student(corpus, tmp_path):
@@ -246,9 +291,9 @@ def test_cache_windows_cover_every_position_once_with_the_stated_context(n, cont
 def test_cache_round_trip_holds_the_teachers_top_k(corpus, teacher, tmp_path):
     tokens = load_corpus(corpus, teacher.tokenizer).tokens[:300]
     expected = TeacherCache.expected_header(teacher, "corpus-hash", len(tokens), k=8, context=32)
-    built = TeacherCache.build(tmp_path / "cache", teacher, tokens, expected)
+    TeacherCache.build(tmp_path / "cache", teacher, tokens, expected)
     cache = TeacherCache.open(tmp_path / "cache", expected)
-    np.testing.assert_array_equal(cache.ids, built.ids)
+    assert cache.ids.shape == cache.logprobs.shape == (300, 8)
     for start, end, keep in cache_windows(len(tokens), 32, expected["overlap"]):
         exact = F.log_softmax(teacher.logits(torch.from_numpy(tokens[None, start:end].astype(np.int64))), -1)[0]
         exact = exact[keep - start :]
@@ -258,6 +303,17 @@ def test_cache_round_trip_holds_the_teachers_top_k(corpus, teacher, tmp_path):
         kth_best = exact.topk(8, dim=-1).values[:, -1:]
         assert (logprobs[0] >= kth_best - 2e-3).all()
     assert json.loads((tmp_path / "cache" / "header.json").read_text())["teacher_name"] == teacher.name
+
+
+def test_live_and_cached_signals_agree_where_the_teacher_sees_the_same_context(corpus, teacher, tmp_path):
+    tokens = load_corpus(corpus, teacher.tokenizer).tokens[:300]
+    expected = TeacherCache.expected_header(teacher, "corpus-hash", len(tokens), k=8, context=32)
+    cache = TeacherCache.build(tmp_path / "cache", teacher, tokens, expected)
+    # Both are the teacher's predictions of tokens 1..16 from the same 16-token prefix.
+    live_ids, live_logprobs = LiveSignal(teacher, tokens, top_k=8).targets([0], 16)
+    cached_ids, cached_logprobs = cache.targets([0], 16)
+    assert torch.equal(live_ids, cached_ids)
+    torch.testing.assert_close(live_logprobs, cached_logprobs, atol=2e-3, rtol=2e-3)
 
 
 def test_a_stale_cache_is_refused(corpus, teacher, tmp_path):
@@ -276,6 +332,9 @@ def test_a_stale_cache_is_refused(corpus, teacher, tmp_path):
             TeacherCache.open(tmp_path / "cache", changed)
     with pytest.raises(DataError, match="not a teacher cache"):
         TeacherCache.open(tmp_path, expected)
+    (tmp_path / "cache" / "header.json").write_text("[1]")
+    with pytest.raises(DataError, match="corrupt"):
+        TeacherCache.open(tmp_path / "cache", expected)
 
 
 # --- teachers that cannot be used ----------------------------------------------------------------

@@ -64,7 +64,7 @@ def test_distill_trains_from_a_cache_reports_kl_and_resumes(cli, corpus, distill
     evals = [r for r in read_metrics(out) if "val_kl" in r]
     assert [r["step"] for r in evals] == [2, 4] and evals[-1]["val_kl"] == record["val_kl"]
     saved = read_meta(out / "step-0000004")["distill"]
-    assert saved["config"]["top_k"] == 64 and saved["cache"] == str(cache)
+    assert saved["config"]["top_k"] == 64 and saved["cache"] == str(cache.resolve())
     assert json.loads((cache / "header.json").read_text())["teacher"] == saved["teacher"]
 
     resumed = distill(teachers[0], "--out", out, "--resume", "--max-steps", 6)
@@ -117,6 +117,14 @@ def test_unusable_teachers_and_settings_are_one_line_errors(
     assert_user_error(distill(teachers[0], "--alpha", 2), "alpha")
     assert_user_error(distill(teachers[0], "--tau", 0), "tau")
     assert_user_error(distill(teachers[0], "--top-k", 300, "--out", tmp_path / "r"), "top-k 300")
+    assert_user_error(distill(teachers[0], "--tau", "inf"), "tau")
+    assert_user_error(distill(teachers[0], "--cache", tmp_path / "c", "--top-k", 0, "--precompute-only"), "top-k 0")
+    assert_user_error(distill(teachers[0], "--cache", tmp_path / "c", "--top-k", 0, "--out", tmp_path / "r"), "top-k 0")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine")
+    assert_user_error(distill(teachers[0], "--cache", a_file / "cache", "--out", tmp_path / "r"), "is a file")
+    assert_user_error(distill(teachers[0], "--out", a_file / "run"), "is a file")
+    assert a_file.read_text() == "mine" and not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
     monkeypatch.setattr("importlib.util.find_spec", lambda *args, **kwargs: None)  # nothing optional installed
     assert_user_error(distill(tmp_path / "model.gguf"), "synaptorch[teacher]")

@@ -8,7 +8,7 @@ with p^tau = softmax(logits / tau). The tau^2 factor (Hinton et al., 2015) keeps
 the KL term on the scale of the cross-entropy's as tau changes, since softening by tau shrinks
 that gradient by about 1 / tau^2.
 
-With a top-k teacher (a cache, or `top_k` > 0) only the teacher's k most likely ids are kept: its
+With a top-k teacher (a cache, or `top_k` >= 1) only the teacher's k most likely ids are kept: its
 tempered distribution is softmax(t / tau) renormalised over those k ids (log-probs stored at
 temperature 1 divided by tau and renormalised, which equals tempering the full distribution and
 then keeping the k ids), and the student side is its full-vocabulary log-softmax(z / tau)
@@ -21,20 +21,20 @@ validation windows, over the same k ids when the teacher is top-k.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from synaptorch.checkpoint import read_meta, step_checkpoints
+from synaptorch.checkpoint import check_folder_path, read_meta, step_checkpoints
+from synaptorch.data.corpus import Corpus
 from synaptorch.data.tokenizer import load_tokenizer
 from synaptorch.errors import ConfigError, DataError
 from synaptorch.train.config import RunConfig
 from synaptorch.train.teacher import LiveSignal, Teacher, TeacherCache, TeacherSignal
-from synaptorch.train.trainer import Trainer, autocast_for, bits_per_byte, eval_window_starts
+from synaptorch.train.trainer import Trainer, bits_per_byte, eval_batches
 
 DEFAULT_CACHE_TOP_K = 64
 
@@ -43,21 +43,41 @@ DEFAULT_CACHE_TOP_K = 64
 class DistillConfig:
     alpha: float = 0.5  # weight of the data's cross-entropy; 1 - alpha goes to the teacher
     tau: float = 1.0  # temperature of both distributions in the KL term
-    top_k: int = 0  # teacher ids kept per position; 0 = the full distribution (no cache)
+    # Teacher ids kept per position: None for 64 with a cache and all without, 0 for all (no cache).
+    top_k: int | None = None
     context: int = 256  # teacher window when filling a cache
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
-        if not self.tau > 0:
-            raise ConfigError(f"tau must be > 0, got {self.tau}")
-        if self.top_k < 0:
+        if not (math.isfinite(self.tau) and self.tau > 0):
+            raise ConfigError(f"tau must be a positive number, got {self.tau}")
+        if self.top_k is not None and self.top_k < 0:
             raise ConfigError(f"top-k must be >= 0, got {self.top_k}")
         if self.context < 2:
             raise ConfigError(f"the teacher's context must be at least 2 tokens, got {self.context}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def for_signal(self, cached: bool) -> DistillConfig:
+        """These settings with top_k set for a cached teacher signal or a live one."""
+        if self.top_k is None:
+            return replace(self, top_k=DEFAULT_CACHE_TOP_K if cached else 0)
+        if cached and self.top_k == 0:
+            raise ConfigError("a teacher cache keeps the top k ids; top-k 0 (every id) needs the teacher run live")
+        return self
+
+
+def open_teacher_cache(
+    folder: str | Path, teacher: Teacher, corpus: Corpus, distill: DistillConfig, progress: bool = False
+) -> tuple[TeacherCache, bool]:
+    """The teacher's cache of `corpus` in `folder` for these settings, filled first if the folder does
+    not exist; and whether it was filled now. A cache made otherwise is refused as stale."""
+    check_folder_path(folder, "--cache")
+    distill = distill.for_signal(cached=True)
+    expected = TeacherCache.expected_header(teacher, corpus.sha256, len(corpus.tokens), distill.top_k, distill.context)
+    return TeacherCache.open_or_build(folder, teacher, corpus.tokens, expected, progress=progress)
 
 
 def teacher_kl(
@@ -138,14 +158,18 @@ class DistillTrainer(Trainer):
             if saved["teacher"] != teacher.identity:
                 raise ConfigError(f"{out} was distilled from another teacher ({saved['teacher_name']})")
             distill = DistillConfig(**saved["config"])
-            cache = saved["cache"]
+            if cache is None:
+                cache = saved["cache"]
+            elif saved["cache"] is None:
+                raise ConfigError(f"{out} was distilled with the teacher run on each batch; resume it without --cache")
+            # A cache given now may be a moved copy of the saved one: its header must match all the same.
         else:
             check_student_tokenizer(teacher, run.train.tokenizer)
-        if cache is not None and distill.top_k == 0:
-            distill = replace(distill, top_k=DEFAULT_CACHE_TOP_K)
+        distill = distill.for_signal(cached=cache is not None)
         if distill.top_k > teacher.tokenizer.vocab_size:
             raise ConfigError(f"top-k {distill.top_k} is more than the teacher's {teacher.tokenizer.vocab_size} ids")
-        self.teacher, self.distill, self.cache = teacher, distill, None if cache is None else str(cache)
+        self.teacher, self.distill = teacher, distill
+        self.cache = None if cache is None else str(Path(cache).resolve())
         super().__init__(run, out, resume=resume, progress=progress)
         if self.tokenizer.identity() != teacher.tokenizer.identity():
             raise DataError(f"the checkpoint in {out} does not use the tokenizer of teacher {teacher.name}")
@@ -153,10 +177,7 @@ class DistillTrainer(Trainer):
         if cache is None:
             self.signal = LiveSignal(teacher, self.corpus.tokens, distill.top_k)
         else:
-            expected = TeacherCache.expected_header(
-                teacher, self.corpus.sha256, len(self.corpus.tokens), distill.top_k, distill.context
-            )
-            self.signal, _ = TeacherCache.open_or_build(cache, teacher, self.corpus.tokens, expected, progress=progress)
+            self.signal, _ = open_teacher_cache(cache, teacher, self.corpus, distill, progress)
 
     def loss(self, logits: Tensor, targets: Tensor, starts: list[int]) -> Tensor:
         if self.distill.alpha == 1.0:  # data alone: the teacher is only consulted for evaluations
@@ -168,28 +189,18 @@ class DistillTrainer(Trainer):
         )
         return loss
 
-    @torch.no_grad()
     def evaluate(self, max_tokens: int | None = None) -> dict:
         """Validation loss on the data (nats per token, bpb) and KL(teacher || student) at tau = 1."""
         tokens = self.cfg.eval_tokens if max_tokens is None else max_tokens
         block, offset = self.cfg.block_size, self.corpus.split_index
-        val = self.corpus.split("val")
-        starts = eval_window_starts(len(val), block, tokens)
-        was_training = self.model.training
-        self.model.eval()
+        batches = eval_batches(self.model, self.corpus.split("val"), block, self.cfg.batch_size, self.device, tokens)
         ce_sum, kl_sum, count = 0.0, 0.0, 0
-        for i in range(0, len(starts), self.cfg.batch_size):
-            batch_starts = starts[i : i + self.cfg.batch_size]
-            rows = [val[s : s + block + 1].astype(np.int64) for s in batch_starts]
-            batch = torch.from_numpy(np.stack(rows)).to(self.device)
-            with autocast_for(self.device):
-                logits = self.model(batch[:, :-1])
-            ids, logprobs = self.signal.targets([offset + int(s) for s in batch_starts], block)
+        for starts, logits, targets in batches:
+            ids, logprobs = self.signal.targets([offset + s for s in starts], block)
             ids = None if ids is None else ids.to(self.device)
-            _, ce, kl = distillation_loss(logits.float(), batch[:, 1:], ids, logprobs.to(self.device), 1.0, 1.0)
-            n = batch[:, 1:].numel()
+            _, ce, kl = distillation_loss(logits, targets, ids, logprobs.to(self.device), 1.0, 1.0)
+            n = targets.numel()
             ce_sum, kl_sum, count = ce_sum + ce.item() * n, kl_sum + kl.item() * n, count + n
-        self.model.train(was_training)
         loss = ce_sum / count
         return {"val_loss": loss, "val_bpb": bits_per_byte(loss, self.corpus), "val_kl": kl_sum / count}
 

@@ -298,6 +298,8 @@ class TeacherCache(TeacherSignal):
             header = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"corrupt {path}: {exc}") from None
+        if not isinstance(header, dict):
+            raise DataError(f"corrupt {path}: not a JSON object")
         for key, value in expected.items():
             if header.get(key) != value:
                 raise DataError(

@@ -12,6 +12,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from synaptorch.checkpoint import (
+    check_folder_path,
     load_checkpoint_tokenizer,
     load_model,
     load_trainer_state,
@@ -108,7 +110,31 @@ def eval_window_starts(n_tokens: int, block_size: int, max_tokens: int = 0) -> n
     return starts
 
 
-@torch.no_grad()
+def eval_batches(
+    model: nn.Module,
+    tokens: np.ndarray,
+    block_size: int,
+    batch_size: int,
+    device: torch.device,
+    max_tokens: int = 0,
+) -> Iterator[tuple[list[int], Tensor, Tensor]]:
+    """(window starts, logits (B, T, V) in float32, targets (B, T)) for batches of the
+    `eval_window_starts` windows of `tokens`, without gradients and with the model in eval mode."""
+    starts = eval_window_starts(len(tokens), block_size, max_tokens)
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(starts), batch_size):
+            batch_starts = [int(s) for s in starts[i : i + batch_size]]
+            rows = [tokens[s : s + block_size + 1].astype(np.int64) for s in batch_starts]
+            batch = torch.from_numpy(np.stack(rows)).to(device)
+            with torch.no_grad(), autocast_for(device):
+                logits = model(batch[:, :-1])
+            yield batch_starts, logits.float(), batch[:, 1:]
+    finally:
+        model.train(was_training)
+
+
 def evaluate_loss(
     model: nn.Module,
     tokens: np.ndarray,
@@ -118,19 +144,10 @@ def evaluate_loss(
     max_tokens: int = 0,
 ) -> tuple[float, int]:
     """Mean next-token loss (nats) over the `eval_window_starts` windows of `tokens`, and the tokens scored."""
-    starts = eval_window_starts(len(tokens), block_size, max_tokens)
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
-    for i in range(0, len(starts), batch_size):
-        rows = [tokens[s : s + block_size + 1].astype(np.int64) for s in starts[i : i + batch_size]]
-        batch = torch.from_numpy(np.stack(rows)).to(device)
-        with autocast_for(device):
-            logits = model(batch[:, :-1])
-        loss = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="sum")
-        total += loss.item()
-        count += batch[:, 1:].numel()
-    model.train(was_training)
+    for _, logits, targets in eval_batches(model, tokens, block_size, batch_size, device, max_tokens):
+        total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
+        count += targets.numel()
     return total / count, count
 
 
@@ -195,8 +212,7 @@ class Trainer:
             )
         if resume and not existing:
             raise ConfigError(f"nothing to resume in {self.out}")
-        if self.out.exists() and not self.out.is_dir():
-            raise ConfigError(f"--out {self.out} exists and is not a folder")
+        check_folder_path(self.out, "--out")
 
         resume_from = existing[-1] if resume else None
         if resume_from is not None:
