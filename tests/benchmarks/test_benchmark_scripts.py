@@ -113,11 +113,18 @@ def test_lif_libraries_quick_times_synaptorch_against_the_linear_bound():
 
 
 @pytest.mark.slow
-def test_spiking_bdh_agreement_rises_with_the_time_steps():
+def test_spiking_bdh_agreement_rises_with_the_time_steps(tmp_path):
+    from synaptorch.train.config import build_run_config
+    from synaptorch.train.trainer import Trainer
+
+    # A fixed number of steps, not seconds: the checkpoint is the same however busy the machine is.
+    overrides = {"data": str(SHAKESPEARE), "max_steps": 60, "eval_interval": 60, "eval_tokens": 1024}
+    trainer = Trainer(build_run_config("cpu-tiny", train_overrides=overrides), tmp_path / "run", progress=False)
+    trainer.fit()
     record = run_benchmark(
         "spiking_bdh.py",
-        *("--train-seconds", "30", "--steps", "1,8,64", "--max-tokens", "1024", "--calibration-tokens", "1024"),
-        *("--finetune-steps", "2"),
+        *("--checkpoint", str(tmp_path / "run"), "--steps", "1,8,64", "--max-tokens", "1024"),
+        *("--calibration-tokens", "1024", "--finetune-steps", "2"),
     )
     agreement = [r["agreement"] for r in record["spiking"]]
     assert agreement[0] < agreement[1] < agreement[2]
