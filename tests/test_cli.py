@@ -258,6 +258,20 @@ def test_spike_eval_refuses_a_gpt_checkpoint(cli, corpus, tmp_path):
     assert_user_error(cli("spike-eval", tmp_path / "g", "--data", corpus), "BDH checkpoints")
 
 
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--steps", "4,4"), "once"),
+        (("--block-size", 0), "positive"),
+        (("--calibration-tokens", -1), "positive"),
+        (("--max-tokens", -5), ">= 0"),
+        (("--finetune-steps", 1, "--finetune-lr", "nan"), "learning rate"),
+    ],
+)
+def test_spike_eval_settings_that_cannot_work_are_one_line_errors(cli, trained_run, corpus, args, fragment):
+    assert_user_error(cli("spike-eval", trained_run.path, "--data", corpus, *args), fragment)
+
+
 def test_info_reports_the_models_parameter_count(cli, trained_run, read_metrics):
     result = cli("info", trained_run.path)
     assert result.exit_code == 0, result.output
@@ -443,7 +457,7 @@ OTHER_CASES = {
         lambda ws: ["spike-eval", ws.run, "--data", ws.corpus, "--steps", "4,many"],
         "comma-separated integers",
     ),
-    "spike-eval with zero steps": (lambda ws: ["spike-eval", ws.run, "--data", ws.corpus, "--steps", "0"], "positive"),
+    "spike-eval with zero steps": (lambda ws: ["spike-eval", ws.run, "--data", ws.corpus, "--steps", "0"], "from 1 to"),
     "spike-eval of a missing checkpoint": (lambda ws: ["spike-eval", ws.tmp / "none", "--data", ws.corpus], "none"),
     "generate an empty prompt": (lambda ws: ["generate", "--checkpoint", ws.run, "--prompt", ""], "prompt is empty"),
     "generate at negative temperature": (

@@ -420,6 +420,11 @@ def spike_eval(checkpoint, steps, data, split, val_fraction, block_size, batch_s
     time_steps = parse_time_steps(steps)
     if not 0 < val_fraction < 1:
         raise ConfigError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+    # Checked before the model is converted and fine-tuned, which take minutes.
+    if (block_size is not None and block_size < 1) or batch_size < 1 or options["calibration_tokens"] < 1:
+        raise ConfigError("--block-size, --batch-size and --calibration-tokens must be positive")
+    if max_tokens < 0 or options["finetune_steps"] < 0:
+        raise ConfigError("--max-tokens and --finetune-steps must be >= 0")
     folder = resolve_checkpoint(checkpoint)
     model = load_model(folder, map_location=pick_device(options["device"])).eval()
     if not isinstance(model, BDH):

@@ -25,6 +25,34 @@ def test_zero_steps_is_the_relu_model(small_trained_bdh, word_salad_tokens):
     idx = torch.from_numpy(word_salad_tokens[:96]).view(3, 32)
     spiking = SpikingBDH.from_relu(small_trained_bdh, steps=0)
     torch.testing.assert_close(spiking(idx), small_trained_bdh(idx), atol=1e-5, rtol=1e-5)
+    spiking_out, spiking_state = spiking.forward_recurrent(idx[:, :20])
+    relu_out, relu_state = small_trained_bdh.forward_recurrent(idx[:, :20])
+    torch.testing.assert_close(spiking_out, relu_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        spiking.step(idx[:, 20], spiking_state)[0],
+        small_trained_bdh.step(idx[:, 20], relu_state)[0],
+        atol=1e-5,
+        rtol=1e-5,
+    )
+
+
+def test_the_closed_form_count_without_gradients_is_the_step_loop():
+    current = torch.rand(20000) * 1.4 - 0.2
+    for steps in (1, 3, 8, 64):
+        for v_init in (0.0, 0.5, 0.9):
+            with torch.no_grad():
+                closed = integrate_and_fire(current, steps, v_init)
+            loop = integrate_and_fire(current.clone().requires_grad_(), steps, v_init).detach()
+            assert torch.equal(closed, loop), (steps, v_init)
+
+
+def test_calibration_ignores_dropout(small_trained_bdh, word_salad_tokens):
+    idx = torch.from_numpy(word_salad_tokens[:64]).view(2, 32)
+    spiking = SpikingBDH.from_relu(small_trained_bdh)
+    spiking.drop.p = 0.5
+    spiking.train()
+    first, second = spiking.calibrate(idx), spiking.calibrate(idx)
+    assert torch.equal(first, second) and spiking.training
 
 
 def test_spiking_parallel_and_recurrent_forms_agree(small_trained_bdh, word_salad_tokens):

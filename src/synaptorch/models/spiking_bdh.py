@@ -42,6 +42,11 @@ def integrate_and_fire(current: Tensor, steps: int, v_init: float = 0.5, surroga
     Starting the membrane at v_init = 0.5 rounds the rate to the nearest of the T levels instead of
     flooring it. Differentiable through the surrogate gradient of each step.
     """
+    if not (torch.is_grad_enabled() and current.requires_grad):
+        # A constant input fires once each time v_init + t * current passes an integer, at most once
+        # per step: the count has a closed form, equal to the step loop except where T * current +
+        # v_init is an exact integer and float rounding decides either way.
+        return (torch.ceil(steps * current + v_init) - 1).clamp(0, steps)
     p = LIFParameters(beta=1.0, threshold=1.0, reset="subtract", surrogate=surrogate)
     state = LIFState(torch.full_like(current, v_init), torch.zeros_like(current))
     counts = torch.zeros_like(current)
@@ -59,13 +64,15 @@ class SpikingBDH(BDH):
     """
 
     def __init__(self, config: BDHConfig, steps: int = 16, v_init: float = 0.5, surrogate: str = "superspike") -> None:
+        if not 0 <= v_init <= 1:
+            raise ConfigError(f"the starting membrane must be in [0, 1] of the threshold, got {v_init}")
         super().__init__(config)
         self.steps, self.v_init, self.surrogate = steps, v_init, surrogate
         self.register_buffer("thresholds", torch.ones(len(POPULATIONS), config.n_head), persistent=False)
 
     @classmethod
-    def from_relu(cls, model: BDH, steps: int = 16, v_init: float = 0.5) -> SpikingBDH:
-        spiking = cls(model.config, steps, v_init).to(model.readout.device)
+    def from_relu(cls, model: BDH, steps: int = 16, v_init: float = 0.5, surrogate: str = "superspike") -> SpikingBDH:
+        spiking = cls(model.config, steps, v_init, surrogate).to(model.readout.device, model.readout.dtype)
         spiking.load_state_dict(model.state_dict())
         spiking.attention, spiking.chunk_size = model.attention, model.chunk_size
         return spiking.train(model.training)
@@ -75,7 +82,7 @@ class SpikingBDH(BDH):
 
     def forward(self, idx: Tensor, observe: Callable[..., None] | None = None) -> Tensor:
         """idx (B, T) -> logits (B, T, V). observe, when given, is called at every layer as
-        observe(layer, residual=, x_sparse=, q=, xy=, x_spikes=, xy_spikes=): the rates of the two
+        observe(layer, residual=, x_sparse=, q=, y_sparse=, xy=, x_spikes=, xy_spikes=): the rates of the two
         populations (nh, B, T, N) in the units of the ReLU model and their spike counts (None at
         steps = 0, where the rates are the ReLU activations)."""
         x, phasors = self._inputs(idx, start=0)
@@ -94,11 +101,14 @@ class SpikingBDH(BDH):
             activations["x"].append(x_sparse)
             activations["xy"].append(xy)
 
-        steps, self.steps = self.steps, 0
+        steps, training = self.steps, self.training
+        self.steps = 0
+        self.eval()  # dropout would change the activations the thresholds come from
         try:
             self.forward(idx, record)
         finally:
             self.steps = steps
+            self.train(training)
         for p, population in enumerate(POPULATIONS):
             for h, head in enumerate(torch.stack(activations[population], 1)):  # (nh, L, B, T, N)
                 positive = head[head > 0]
@@ -133,7 +143,15 @@ class SpikingBDH(BDH):
             rho = (rho + q.mT @ x).transpose(0, 1).contiguous()
         y_current = (layer_norm(a).view(c.n_head, B * T, d) @ self.encoder_y).view_as(x_rate)
         xy_rate, xy_spikes = self._fire(x_rate * y_current, 1)
-        if observe is not None:
-            observe(residual=x, x_sparse=x_rate, q=q, xy=xy_rate, x_spikes=x_spikes, xy_spikes=xy_spikes)
+        if observe is not None:  # y_sparse: BDH's y neurons, analog here, which gate into the xy neurons
+            observe(
+                residual=x,
+                x_sparse=x_rate,
+                q=q,
+                y_sparse=F.relu(y_current),
+                xy=xy_rate,
+                x_spikes=x_spikes,
+                xy_spikes=xy_spikes,
+            )
         y = (self.drop(xy_rate).view(c.n_head, B * T, -1) @ self.decoder.view(c.n_head, -1, d)).sum(0)
         return layer_norm(x + layer_norm(y.view_as(x))), rho

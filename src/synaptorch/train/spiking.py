@@ -2,10 +2,14 @@
 evaluation against the ReLU model it came from (agreement, loss, spikes and synaptic operations
 per token against T).
 
-Work driven by spikes: a spike of an x neuron reads its row of the synapse state rho and writes it
-(d operations each), a spike of an xy neuron adds its row of the decoder E (d operations). The
-ReLU model does those as 3 * n_head * N * d multiply-accumulates per layer and token. The encoders
-Dx and Dy and the read-out take analog inputs and stay multiply-accumulates in both models.
+Work driven by spikes: RoPE turns each pair of x neurons (2k, 2k + 1) together, so a spike of an x
+neuron reaches two rows of q, reads those two rows of the synapse state rho and writes them (4d
+operations; 2d would do where the rotation is trivial, as at position 0, which is not discounted);
+a spike of an xy neuron adds its row of the decoder E (d operations). The ReLU model does those as
+3 * n_head * N * d multiply-accumulates per layer and token, or, touching only what is active, d
+per non-zero entry of q for the read and again for the write, and d per active xy neuron. The
+encoders Dx and Dy and the read-out take analog inputs and stay multiply-accumulates in both
+models.
 """
 
 from __future__ import annotations
@@ -60,13 +64,20 @@ def parse_time_steps(text: str) -> list[int]:
     return steps
 
 
+MAX_TIME_STEPS = 4096
+
+
 def check_time_steps(steps: Sequence[int]) -> None:
-    if not steps or any(t < 1 for t in steps):
-        raise ConfigError(f"time steps must be positive integers, got {list(steps)}")
+    if not steps or any(not 1 <= t <= MAX_TIME_STEPS for t in steps):
+        raise ConfigError(f"time steps must be integers from 1 to {MAX_TIME_STEPS}, got {list(steps)}")
+    if len(set(steps)) != len(steps):
+        raise ConfigError(f"each number of time steps once, got {list(steps)}")
 
 
 def convert(model: BDH, calibration: np.ndarray, block_size: int = 128, percentile: float = 99.9) -> SpikingBDH:
     """A spiking copy of `model`, its thresholds calibrated on windows of the `calibration` tokens."""
+    if block_size < 1:
+        raise ConfigError(f"the block size must be positive, got {block_size}")
     n_windows = len(calibration) // block_size
     if n_windows < 1:
         raise DataError(f"need at least {block_size} calibration tokens, have {len(calibration)}")
@@ -88,24 +99,33 @@ def finetune_spiking(
 ) -> list[float]:
     """Train the weights with the IF neurons in the loop, `steps` time steps per token: spikes
     forward, surrogate gradients backward; the thresholds stay as calibrated. Returns the losses."""
-    if iterations < 0 or steps < 1 or lr <= 0:
-        raise ConfigError("fine-tuning needs iterations >= 0, steps >= 1 and a positive learning rate")
+    if iterations < 0 or not 1 <= steps <= MAX_TIME_STEPS or not lr > 0 or block_size < 1 or batch_size < 1:
+        raise ConfigError(
+            f"fine-tuning needs iterations >= 0, 1 to {MAX_TIME_STEPS} steps, a positive learning rate, "
+            "and positive block and batch sizes"
+        )
+    if iterations and len(tokens) <= block_size:
+        raise DataError(f"fine-tuning needs more than {block_size} tokens, have {len(tokens)}")
     device = spiking.readout.device
     sampler = BatchSampler(tokens, block_size, batch_size, seed)
     optimizer = torch.optim.AdamW(spiking.parameters(), lr=lr, weight_decay=0.0)
+    saved_steps, training = spiking.steps, spiking.training
     spiking.steps = steps
     spiking.train()
     losses = []
-    for _ in range(iterations):
-        inputs, targets = sampler.next()
-        logits = spiking(inputs.to(device))
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(spiking.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-    spiking.eval()
+    try:
+        for _ in range(iterations):
+            inputs, targets = sampler.next()
+            logits = spiking(inputs.to(device))
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(spiking.parameters(), 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+    finally:
+        spiking.steps = saved_steps
+        spiking.train(training)
     return losses
 
 
@@ -126,49 +146,55 @@ def evaluate_spiking(
         raise ConfigError("block size and batch size must be positive, max tokens >= 0")
     device = reference.readout.device
     relu_model = SpikingBDH.from_relu(reference, steps=0).eval()  # the reference, with its activations observed
+    saved_steps, training = spiking.steps, spiking.training
     spiking.eval()
 
     c = reference.config
     neurons, d = c.n_head * c.n_neuron, c.n_embd
     sums = {"relu": np.zeros(4)} | {t: np.zeros(6) for t in steps}
     n_tokens = 0
-    counted = np.zeros(2)  # x and xy neurons: active ones in the ReLU model, spikes in the spiking one
+    # The ReLU model: active x and xy neurons and non-zero entries of q; the spiking one: x and xy spikes.
+    counted = np.zeros(3)
 
-    def count_active(layer: int, x_sparse: Tensor, xy: Tensor, **_) -> None:
-        counted[:] += ((x_sparse > 0).sum().item(), (xy > 0).sum().item())
+    def count_active(layer: int, x_sparse: Tensor, q: Tensor, xy: Tensor, **_) -> None:
+        counted[:] += ((x_sparse > 0).sum().item(), (xy > 0).sum().item(), (q != 0).sum().item())
 
     def count_spikes(layer: int, x_spikes: Tensor, xy_spikes: Tensor, **_) -> None:
-        counted[:] += (x_spikes.sum().item(), xy_spikes.sum().item())
+        counted[:2] += (x_spikes.sum().item(), xy_spikes.sum().item())
 
     starts = eval_window_starts(len(tokens), block_size, max_tokens)
-    for i in range(0, len(starts), batch_size):
-        rows = [tokens[s : s + block_size + 1].astype(np.int64) for s in starts[i : i + batch_size]]
-        batch = torch.from_numpy(np.stack(rows)).to(device)
-        inputs, targets = batch[:, :-1], batch[:, 1:].flatten()
-        n_tokens += targets.numel()
+    try:
+        for i in range(0, len(starts), batch_size):
+            rows = [tokens[s : s + block_size + 1].astype(np.int64) for s in starts[i : i + batch_size]]
+            batch = torch.from_numpy(np.stack(rows)).to(device)
+            inputs, targets = batch[:, :-1], batch[:, 1:].flatten()
+            n_tokens += targets.numel()
 
-        counted[:] = 0
-        relu_logits = relu_model(inputs, count_active).flatten(0, 1)
-        relu_logp = F.log_softmax(relu_logits.float(), -1)
-        relu_top = relu_logits.argmax(-1)
-        sums["relu"] += (
-            F.nll_loss(relu_logp, targets, reduction="sum").item(),
-            (relu_top == targets).sum().item(),
-            counted.sum(),
-            d * (2 * counted[0] + counted[1]),
-        )
-        for t in steps:
-            spiking.steps = t
             counted[:] = 0
-            logp = F.log_softmax(spiking(inputs, count_spikes).flatten(0, 1).float(), -1)
-            sums[t] += (
-                F.nll_loss(logp, targets, reduction="sum").item(),
-                (logp.argmax(-1) == targets).sum().item(),
-                (logp.argmax(-1) == relu_top).sum().item(),
-                F.kl_div(logp, relu_logp, log_target=True, reduction="sum").item(),
-                counted.sum(),
-                d * (2 * counted[0] + counted[1]),
+            relu_logits = relu_model(inputs, count_active).flatten(0, 1)
+            relu_logp = F.log_softmax(relu_logits.float(), -1)
+            relu_top = relu_logits.argmax(-1)
+            sums["relu"] += (
+                F.nll_loss(relu_logp, targets, reduction="sum").item(),
+                (relu_top == targets).sum().item(),
+                counted[0] + counted[1],
+                d * (2 * counted[2] + counted[1]),
             )
+            for t in steps:
+                spiking.steps = t
+                counted[:] = 0
+                logp = F.log_softmax(spiking(inputs, count_spikes).flatten(0, 1).float(), -1)
+                sums[t] += (
+                    F.nll_loss(logp, targets, reduction="sum").item(),
+                    (logp.argmax(-1) == targets).sum().item(),
+                    (logp.argmax(-1) == relu_top).sum().item(),
+                    F.kl_div(logp, relu_logp, log_target=True, reduction="sum").item(),
+                    counted[0] + counted[1],
+                    d * (4 * counted[0] + counted[1]),
+                )
+    finally:
+        spiking.steps = saved_steps
+        spiking.train(training)
 
     relu = (sums["relu"] / n_tokens).tolist()
     relu_result = ReLUResult(
