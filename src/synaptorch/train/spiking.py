@@ -25,7 +25,7 @@ from torch import Tensor
 from synaptorch.errors import ConfigError, DataError
 from synaptorch.models.bdh import BDH
 from synaptorch.models.spiking_bdh import SpikingBDH
-from synaptorch.train.trainer import BatchSampler, eval_window_starts
+from synaptorch.train.trainer import BatchSampler, eval_windows
 
 
 @dataclass
@@ -162,11 +162,9 @@ def evaluate_spiking(
     def count_spikes(layer: int, x_spikes: Tensor, xy_spikes: Tensor, **_) -> None:
         counted[:2] += (x_spikes.sum().item(), xy_spikes.sum().item())
 
-    starts = eval_window_starts(len(tokens), block_size, max_tokens)
     try:
-        for i in range(0, len(starts), batch_size):
-            rows = [tokens[s : s + block_size + 1].astype(np.int64) for s in starts[i : i + batch_size]]
-            batch = torch.from_numpy(np.stack(rows)).to(device)
+        for _, batch in eval_windows(tokens, block_size, batch_size, max_tokens):
+            batch = batch.to(device)
             inputs, targets = batch[:, :-1], batch[:, 1:].flatten()
             n_tokens += targets.numel()
 

@@ -110,6 +110,18 @@ def eval_window_starts(n_tokens: int, block_size: int, max_tokens: int = 0) -> n
     return starts
 
 
+def eval_windows(
+    tokens: np.ndarray, block_size: int, batch_size: int, max_tokens: int = 0
+) -> Iterator[tuple[list[int], Tensor]]:
+    """(window starts, tokens (B, block_size + 1) int64) for batches of the `eval_window_starts`
+    windows of `tokens`: inputs and their next-token targets."""
+    starts = eval_window_starts(len(tokens), block_size, max_tokens)
+    for i in range(0, len(starts), batch_size):
+        batch_starts = [int(s) for s in starts[i : i + batch_size]]
+        rows = [tokens[s : s + block_size + 1].astype(np.int64) for s in batch_starts]
+        yield batch_starts, torch.from_numpy(np.stack(rows))
+
+
 def eval_batches(
     model: nn.Module,
     tokens: np.ndarray,
@@ -120,14 +132,11 @@ def eval_batches(
 ) -> Iterator[tuple[list[int], Tensor, Tensor]]:
     """(window starts, logits (B, T, V) in float32, targets (B, T)) for batches of the
     `eval_window_starts` windows of `tokens`, without gradients and with the model in eval mode."""
-    starts = eval_window_starts(len(tokens), block_size, max_tokens)
     was_training = model.training
     model.eval()
     try:
-        for i in range(0, len(starts), batch_size):
-            batch_starts = [int(s) for s in starts[i : i + batch_size]]
-            rows = [tokens[s : s + block_size + 1].astype(np.int64) for s in batch_starts]
-            batch = torch.from_numpy(np.stack(rows)).to(device)
+        for batch_starts, batch in eval_windows(tokens, block_size, batch_size, max_tokens):
+            batch = batch.to(device)
             with torch.no_grad(), autocast_for(device):
                 logits = model(batch[:, :-1])
             yield batch_starts, logits.float(), batch[:, 1:]
