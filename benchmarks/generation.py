@@ -17,7 +17,7 @@ import json
 import torch
 
 from generate import measure_generation
-from synaptorch.models import MODELS
+from synaptorch.registry import model_class
 from synaptorch.train.config import build_run_config
 
 from common import machine, save_figure
@@ -56,7 +56,7 @@ def main() -> None:
     results = {}
     for architecture in ("bdh", "gpt"):
         torch.manual_seed(0)
-        model = MODELS[architecture](build_run_config("cpu-tiny", architecture=architecture).model)
+        model = model_class(architecture)(build_run_config("cpu-tiny", architecture=architecture).model)
         results[architecture] = measure_generation(model.to(args.device), contexts, tokens, repeats)
     if args.plot:
         plot(results, args.plot)

@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from synaptorch.models import MODELS
+from synaptorch.registry import model_class
 from synaptorch.train.config import build_run_config
 from synaptorch.train.trainer import pick_device
 
@@ -27,7 +27,7 @@ from common import MODELS_MEASURED, current_rss_mib, machine, peak_rss_mib, trai
 
 def one_step_peak_mib(architecture: str, preset: str, seq_len: int, device: torch.device) -> float:
     config = build_run_config(preset, architecture=architecture).model
-    model = MODELS[architecture](config).to(device)
+    model = model_class(architecture)(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     idx = torch.randint(0, config.vocab_size, (1, seq_len + 1), device=device)
     if device.type == "cuda":

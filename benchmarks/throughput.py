@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from synaptorch.models import MODELS
+from synaptorch.registry import model_class
 from synaptorch.train.config import build_run_config
 from synaptorch.train.trainer import autocast_for, pick_device
 
@@ -42,7 +42,7 @@ def seconds_per_call(fn, device: torch.device, min_seconds: float, min_calls: in
 def measure(architecture: str, preset: str, seq_len: int, tokens_per_batch: int, device, min_seconds: float) -> dict:
     config = build_run_config(preset, architecture=architecture).model
     torch.manual_seed(0)
-    model = MODELS[architecture](config).to(device)
+    model = model_class(architecture)(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = max(1, tokens_per_batch // seq_len)
     idx = torch.randint(0, config.vocab_size, (batch, seq_len + 1), device=device)

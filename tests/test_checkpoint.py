@@ -13,10 +13,10 @@ from synaptorch.checkpoint import (
     resolve_checkpoint,
     save_model,
     step_checkpoints,
-    write_folder_atomically,
 )
 from synaptorch.data.tokenizer import ByteTokenizer, HFTokenizer
 from synaptorch.errors import CheckpointError
+from synaptorch.io import write_folder_atomically
 from synaptorch.train.config import build_run_config
 from synaptorch.train.trainer import Trainer
 

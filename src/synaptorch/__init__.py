@@ -1,7 +1,17 @@
-"""synaptorch: brain-inspired learning on PyTorch."""
+"""synaptorch: brain-inspired learning on PyTorch.
 
-__version__ = "0.1.0"
+The models are imported on first use, so that `synaptorch --help` and other light entry points
+do not pay for importing torch.
+"""
 
-from synaptorch.models import BDH, GPT, BDHConfig, BDHState, GPTConfig, GPTState
+from synaptorch.version import __version__
 
 __all__ = ["BDH", "GPT", "BDHConfig", "BDHState", "GPTConfig", "GPTState", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        import synaptorch.models
+
+        return getattr(synaptorch.models, name)
+    raise AttributeError(f"module 'synaptorch' has no attribute {name!r}")

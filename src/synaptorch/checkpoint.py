@@ -1,6 +1,6 @@
 """Checkpoint folders: `config.json` + `model.safetensors` (+ `trainer.pt`) (+ `tokenizer.json`).
 
-Folders are written under a temporary name and renamed into place, so a crash or a bad input
+Folders are written through `synaptorch.io.write_folder_atomically`, so a crash or a bad input
 never leaves a half-written checkpoint or destroys an existing one. Nothing is unpickled:
 weights come from safetensors and trainer state is read with `torch.load(weights_only=True)`.
 """
@@ -8,65 +8,31 @@ weights come from safetensors and trainer state is read with `torch.load(weights
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from synaptorch import __version__
-from synaptorch.data.tokenizer import BYTES, ByteTokenizer, HFTokenizer, load_tokenizer
-from synaptorch.errors import CheckpointError, ConfigError
-from synaptorch.models import MODELS
+from synaptorch.data.tokenizer import BYTES, ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
+from synaptorch.errors import CheckpointError, ConfigError, DataError
+from synaptorch.io import load_safetensors, load_torch_state, read_json, write_folder_atomically
+from synaptorch.registry import ARCHITECTURES, model_class
+from synaptorch.version import __version__
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 TRAINER = "trainer.pt"
 TOKENIZER = "tokenizer.json"
 STEP_PREFIX = "step-"
+# The window length inference uses for a checkpoint saved without a training config
+# (`save_pretrained`, `convert`): the block size of the default training preset.
+DEFAULT_BLOCK_SIZE = 128
 
 
-def check_folder_path(folder: str | Path, option: str) -> None:
-    """Refuse, before any work is done, a path that cannot become a folder: it or a parent is a file."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{option} {folder} exists and is not a folder")
-    blocking = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise ConfigError(f"{option} {folder} cannot be made: {blocking} is a file")
-
-
-def write_folder_atomically(folder: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_folder)` and then move the finished folder to `folder`.
-
-    An existing `folder` is replaced only after the new one is complete.
-    """
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        write(tmp)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old{os.getpid()}")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
-def _write_model_files(
-    folder: Path, model: nn.Module, tokenizer: ByteTokenizer | HFTokenizer | None, extra: dict
-) -> None:
+def _write_model_files(folder: Path, model: nn.Module, tokenizer: Tokenizer | None, extra: dict) -> None:
     tokenizer = tokenizer or ByteTokenizer()
     meta = {
         "synaptorch_version": __version__,
@@ -85,11 +51,11 @@ def _write_model_files(
 def save_model(
     model: nn.Module,
     folder: str | Path,
-    tokenizer: ByteTokenizer | HFTokenizer | None = None,
+    tokenizer: Tokenizer | None = None,
     trainer_state: dict | None = None,
     **extra,
 ) -> Path:
-    """Write a checkpoint folder atomically; `extra` goes into config.json."""
+    """Write a checkpoint folder atomically and durably; `extra` goes into config.json."""
 
     def write(tmp: Path) -> None:
         _write_model_files(tmp, model, tokenizer, extra)
@@ -100,38 +66,36 @@ def save_model(
 
 
 def read_meta(folder: str | Path) -> dict:
+    """The config.json of a checkpoint folder, checked to name a known architecture."""
     folder = Path(folder)
     path = folder / CONFIG
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint not found: {folder}")
     if not path.is_file():
         raise CheckpointError(f"{folder} is not a synaptorch checkpoint (no {CONFIG})")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"corrupt {path}: {exc}") from None
+    meta = read_json(path)
     if not isinstance(meta, dict) or "architecture" not in meta or "model" not in meta:
         raise CheckpointError(f"{path} is not a synaptorch config (no architecture/model)")
-    if meta["architecture"] not in MODELS:
-        raise CheckpointError(f"{folder} holds a {meta['architecture']!r} model; known: {', '.join(sorted(MODELS))}")
+    if meta["architecture"] not in ARCHITECTURES:
+        raise CheckpointError(
+            f"{folder} holds a {meta['architecture']!r} model; known: {', '.join(sorted(ARCHITECTURES))}"
+        )
     return meta
 
 
 def load_model(folder: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """The model of a checkpoint folder (or of a run folder's latest checkpoint), on `map_location`."""
     folder = resolve_checkpoint(folder)
     meta = read_meta(folder)
-    model_class = MODELS[meta["architecture"]]
+    cls = model_class(meta["architecture"])
     try:
-        config = model_class.config_class.from_dict(meta["model"])
+        config = cls.config_class.from_dict(meta["model"])
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{folder / CONFIG}: {exc}") from None
-    try:
-        tensors = load_file(folder / WEIGHTS)
-    except FileNotFoundError:
-        raise CheckpointError(f"{folder} has no {WEIGHTS}") from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"corrupt or truncated {folder / WEIGHTS}: {exc}") from None
-    model = model_class(config)
+    if not (folder / WEIGHTS).is_file():
+        raise CheckpointError(f"{folder} has no {WEIGHTS}")
+    tensors = load_safetensors(folder / WEIGHTS)
+    model = cls(config)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     found = {name: tuple(t.shape) for name, t in tensors.items()}
     if expected != found:
@@ -149,7 +113,7 @@ def _describe_mismatch(expected: dict, found: dict) -> str:
     return f"{name} has shape {found[name]}, expected {expected[name]}"
 
 
-def load_checkpoint_tokenizer(folder: str | Path) -> ByteTokenizer | HFTokenizer:
+def load_checkpoint_tokenizer(folder: str | Path) -> Tokenizer:
     folder = resolve_checkpoint(folder)
     name = read_meta(folder).get("tokenizer", BYTES)
     return load_tokenizer(BYTES if name == BYTES else folder / TOKENIZER)
@@ -159,10 +123,51 @@ def load_trainer_state(folder: str | Path) -> dict:
     path = Path(folder) / TRAINER
     if not path.is_file():
         raise CheckpointError(f"{folder} has no {TRAINER}; it cannot be resumed")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged or foreign file
-        raise CheckpointError(f"corrupt or untrusted {path}: {type(exc).__name__}") from None
+    return load_torch_state(path)
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint ready for inference: its model in eval mode, tokenizer and window length."""
+
+    folder: Path
+    meta: dict
+    model: nn.Module
+    tokenizer: Tokenizer
+    block_size: int  # the training block size, else DEFAULT_BLOCK_SIZE
+
+    @property
+    def architecture(self) -> str:
+        return self.meta["architecture"]
+
+
+def load_for_inference(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    tokenizer: str | Path | None = None,
+    architecture: str | None = None,
+) -> LoadedCheckpoint:
+    """Load a checkpoint (or a run folder's latest) for generation, evaluation or analysis.
+
+    `tokenizer` replaces the checkpoint's own; `architecture` refuses any other. The model's
+    vocabulary must match the tokenizer's.
+    """
+    folder = resolve_checkpoint(path)
+    meta = read_meta(folder)
+    if architecture is not None and meta["architecture"] != architecture:
+        raise ConfigError(f"{folder} holds a {meta['architecture']} model; this needs {architecture}")
+    model = load_model(folder, map_location=device).eval()
+    tok = load_tokenizer(tokenizer) if tokenizer is not None else load_checkpoint_tokenizer(folder)
+    check_vocab(model, tok)
+    block_size = meta.get("train", {}).get("block_size", DEFAULT_BLOCK_SIZE)
+    return LoadedCheckpoint(folder, meta, model, tok, block_size)
+
+
+def check_vocab(model: nn.Module, tokenizer: Tokenizer) -> None:
+    if model.config.vocab_size != tokenizer.vocab_size:
+        raise DataError(
+            f"vocabulary mismatch: the model has {model.config.vocab_size} tokens, the tokenizer {tokenizer.vocab_size}"
+        )
 
 
 def step_checkpoints(run_folder: str | Path) -> list[Path]:

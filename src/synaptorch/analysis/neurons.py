@@ -22,8 +22,8 @@ from torch import Tensor
 
 from synaptorch.analysis.recording import Batch
 from synaptorch.analysis.text import EncodedText
-from synaptorch.data.corpus import atomic_write_bytes
 from synaptorch.data.tokenizer import Tokenizer
+from synaptorch.io import atomic_write_bytes
 
 
 def _rank_keys(values: Tensor, positions: Tensor) -> Tensor:

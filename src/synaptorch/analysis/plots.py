@@ -11,7 +11,7 @@ from synaptorch.analysis.graph import GraphStats
 from synaptorch.analysis.neurons import NeuronSelectivity
 from synaptorch.analysis.sparsity import Sparsity
 from synaptorch.analysis.synapses import Trace
-from synaptorch.data.corpus import atomic_write_bytes
+from synaptorch.io import atomic_write_bytes
 
 
 def _figure(width: float, height: float, columns: int = 1):

@@ -23,9 +23,9 @@ from synaptorch.analysis.recording import check_bdh, stream
 from synaptorch.analysis.sparsity import Sparsity, SparsityCounter
 from synaptorch.analysis.synapses import trace_concept
 from synaptorch.analysis.text import EncodedText, encode_text
-from synaptorch.data.corpus import atomic_write_bytes
 from synaptorch.data.tokenizer import Tokenizer
 from synaptorch.errors import ConfigError
+from synaptorch.io import atomic_write_bytes
 
 
 @dataclass

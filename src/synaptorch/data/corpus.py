@@ -24,6 +24,7 @@ import numpy as np
 
 from synaptorch.data.tokenizer import ByteTokenizer, HFTokenizer
 from synaptorch.errors import DataError
+from synaptorch.io import atomic_write_bytes
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -36,13 +37,6 @@ def cache_dir() -> Path:
         return Path(os.environ["SYNAPTORCH_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "synaptorch"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def pydoc_text() -> bytes:

@@ -8,6 +8,7 @@ from typing import Self
 import torch
 from torch import Tensor, nn
 
+from synaptorch.checkpoint import load_model, save_model
 from synaptorch.errors import CheckpointError
 
 
@@ -27,15 +28,11 @@ class LanguageModel(nn.Module):
 
     def save_pretrained(self, folder: str | Path, **extra) -> None:
         """Write a checkpoint folder (config.json + model.safetensors); `extra` goes into config.json."""
-        from synaptorch.checkpoint import save_model
-
         save_model(self, folder, **extra)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> Self:
         """Load a checkpoint folder, or a run folder's latest checkpoint, of this architecture."""
-        from synaptorch.checkpoint import load_model
-
         model = load_model(folder, map_location=map_location)
         if not isinstance(model, cls):
             raise CheckpointError(f"{folder} holds a {type(model).__name__}, not a {cls.__name__}")

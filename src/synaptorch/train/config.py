@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from synaptorch.errors import ConfigError
-from synaptorch.models import MODELS
+from synaptorch.registry import ARCHITECTURES, model_class
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,8 @@ def build_run_config(
         if extra:
             raise ConfigError(f"{toml_path}: unknown table(s) {', '.join(extra)}; expected [model] and [train]")
     architecture = architecture or toml.get("architecture", DEFAULT_ARCHITECTURE)
-    if architecture not in MODELS:
-        raise ConfigError(f"unknown architecture {architecture!r}; known: {', '.join(MODELS)}")
+    if architecture not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
     preset = preset or toml.get("preset") or default_preset
     layers: list[dict] = []
     if preset is not None:
@@ -164,7 +164,7 @@ def build_run_config(
     for layer in layers:
         model.update(layer.get("model", {}))
         train.update(layer.get("train", {}))
-    config_class = MODELS[architecture].config_class
+    config_class = model_class(architecture).config_class
     model_config = config_class.from_dict(_checked(config_class, model, "model"))
     return RunConfig(architecture, model_config, TrainConfig.from_dict(train))
 

@@ -28,10 +28,11 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor
 
-from synaptorch.checkpoint import check_folder_path, read_meta, step_checkpoints
+from synaptorch.checkpoint import read_meta, step_checkpoints
 from synaptorch.data.corpus import Corpus
 from synaptorch.data.tokenizer import load_tokenizer
 from synaptorch.errors import ConfigError, DataError
+from synaptorch.io import check_folder_path
 from synaptorch.train.config import RunConfig
 from synaptorch.train.teacher import LiveSignal, Teacher, TeacherCache, TeacherSignal
 from synaptorch.train.trainer import Trainer, bits_per_byte, eval_batches

@@ -33,11 +33,11 @@ from synaptorch.checkpoint import (
     load_model,
     read_meta,
     resolve_checkpoint,
-    write_folder_atomically,
 )
-from synaptorch.data.corpus import atomic_write_bytes, cache_dir
+from synaptorch.data.corpus import cache_dir
 from synaptorch.data.tokenizer import BYTES, ByteTokenizer, HFTokenizer
 from synaptorch.errors import CheckpointError, ConfigError, DataError
+from synaptorch.io import atomic_write_bytes, write_folder_atomically
 
 SMOLLM2 = "smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -24,7 +24,6 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from synaptorch.checkpoint import (
-    check_folder_path,
     load_checkpoint_tokenizer,
     load_model,
     load_trainer_state,
@@ -35,7 +34,8 @@ from synaptorch.checkpoint import (
 from synaptorch.data.corpus import Corpus, load_corpus
 from synaptorch.data.tokenizer import load_tokenizer
 from synaptorch.errors import ConfigError, DataError
-from synaptorch.models import MODELS
+from synaptorch.io import check_folder_path
+from synaptorch.registry import model_class
 from synaptorch.train.config import RunConfig, TrainConfig, with_vocab
 
 METRICS = "metrics.jsonl"
@@ -254,7 +254,7 @@ class Trainer:
             run = RunConfig(self.model.architecture, self.model.config, cfg)
         else:
             run = with_vocab(run, self.tokenizer.vocab_size)
-            self.model = MODELS[run.architecture](run.model).to(self.device)
+            self.model = model_class(run.architecture)(run.model).to(self.device)
         self.run = run
         self.optimizer = make_optimizer(self.model, cfg)
         self.sampler = BatchSampler(self.corpus.split("train"), cfg.block_size, cfg.batch_size, cfg.seed)
