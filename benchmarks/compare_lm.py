@@ -18,7 +18,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from synaptorch.train.trainer import read_metrics
+from synaptorch.checkpoint import read_metrics
 
 from common import SHAKESPEARE, machine, save_figure, train_for_budget
 

@@ -1,7 +1,10 @@
+import dataclasses
 import json
 import math
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from functools import cached_property
@@ -14,7 +17,7 @@ import torch
 import synaptorch
 from synaptorch import BDH, BDHConfig
 from synaptorch.checkpoint import load_model, load_trainer_state, step_checkpoints
-from synaptorch.cli import main
+from synaptorch.cli import COMMANDS, main
 from synaptorch.data.corpus import load_corpus
 from synaptorch.data.tokenizer import ByteTokenizer
 from synaptorch.models.sampling import stream_tokens
@@ -26,6 +29,11 @@ PROMPT = "the neuron"
 
 def last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _state_dicts_equal(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def assert_user_error(result, fragment: str) -> None:
@@ -42,15 +50,50 @@ def assert_user_error(result, fragment: str) -> None:
 # --- help ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(main.commands))
-def test_help_of_every_command_lists_its_options(cli, name):
-    result = cli(name, "--help")
+def _commands() -> dict[str, click.Command]:
+    """Every command and subcommand by its full name, e.g. "inspect report"."""
+    found = {}
+    for name in COMMANDS:
+        command = main.get_command(None, name)
+        found[name] = command
+        for sub, subcommand in getattr(command, "commands", {}).items():
+            found[f"{name} {sub}"] = subcommand
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(_commands()))
+def test_help_of_every_command_lists_its_options_with_help_and_default(cli, name):
+    command = _commands()[name]
+    result = cli(*name.split(), "--help")
     assert result.exit_code == 0
-    for param in main.commands[name].params:
+    for param in command.params:
         if isinstance(param, click.Option):
             assert all(opt in result.stdout for opt in param.opts), param.opts
+            assert param.help, f"{param.opts} has no help"
+            shown = param.show_default not in (None, False) or "[default:" in param.help
+            assert param.is_flag or param.required or shown, f"{param.opts} shows no default"
         else:
             assert param.name.upper() in result.stdout
+
+
+def test_top_level_help_lists_every_command_without_importing_torch():
+    code = "import sys; from synaptorch.cli import main; main(['--help'])"
+    proc = subprocess.run(
+        [sys.executable, "-c", code.replace("main(['--help'])", _NO_TORCH)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.endswith("torch imported: False\n")
+    assert all(name in proc.stdout for name in COMMANDS)
+
+
+_NO_TORCH = "main(['--help'], standalone_mode=False); print('torch imported:', 'torch' in sys.modules)"
+
+
+def test_config_flags_come_from_the_config_fields(cli):
+    help_text = cli("train", "--help").stdout
+    for f in dataclasses.fields(TrainConfig):
+        assert f"--{f.name.replace('_', '-')}" in help_text
+        assert f.metadata["help"].split()[0] in help_text
 
 
 def test_top_level_help_and_version(cli):
@@ -106,68 +149,108 @@ def _saved_train_config(folder: Path) -> dict:
     return json.loads((folder / "config.json").read_text())["train"]
 
 
-def test_resume_continues_with_the_saved_settings(cli, tiny_args, run_copy, read_metrics):
-    result = cli("train", "--out", run_copy, *tiny_args, "--resume", "--max-steps", 6, "--lr", 0.5, "--batch-size", 2)
+def test_resume_keeps_every_saved_setting_not_given_again(cli, tiny_args, run_copy, read_metrics):
+    result = cli("train", "--out", run_copy, *tiny_args, "--resume", "--max-steps", 6, "--eval-interval", 1)
     assert result.exit_code == 0, result.output
     assert "from step 4" in result.stdout.splitlines()[0]
     assert last_json(result.stdout)["step"] == 6
     before, after = _saved_train_config(run_copy / "step-0000004"), _saved_train_config(run_copy / "step-0000006")
-    # Only the length of the run may change on resume.
-    assert after == {**before, "max_steps": 6}
+    assert after == {**before, "max_steps": 6, "eval_interval": 1}
     assert [r["step"] for r in read_metrics(run_copy) if "train_loss" in r] == [1, 2, 3, 4, 5, 6]
+    # Without flags the saved plan stands: the run is finished.
+    again = cli("train", "--out", run_copy, "--resume", "--quiet")
+    assert again.exit_code == 0, again.output
+    assert "nothing to train" in again.stdout
+    assert last_json(again.stdout)["step"] == 6
 
 
-def test_ctrl_c_saves_the_steps_done_and_exits_130(tiny_train, trained_run, train_losses, monkeypatch, tmp_path):
-    calls = 0
+@pytest.mark.parametrize("max_steps", [None, 4, 2])
+def test_resuming_a_finished_run_trains_nothing_rewrites_nothing_and_says_so(cli, run_copy, snapshot, max_steps):
+    before = snapshot(run_copy)
+    extra = () if max_steps is None else ("--max-steps", max_steps)
+    result = cli("train", "--out", run_copy, "--resume", "--quiet", *extra)
+    assert result.exit_code == 0, result.output
+    assert f"nothing to train: {run_copy} is at step 4" in result.stdout
+    final = last_json(result.stdout)
+    assert final["step"] == 4 and final["checkpoint"] == str(run_copy / "step-0000004")
+    assert math.isfinite(final["val_loss"])  # the last evaluation, from metrics.jsonl
+    assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (("--lr", 0.5), "--lr cannot change on resume"),
+        (("--batch-size", 2), "--batch-size cannot change on resume"),
+        (("--n-layer", 3), "--n-layer cannot change on resume"),
+        (("--preset", "cpu-tiny"), "--preset has no meaning with --resume"),
+        (("--model", "gpt"), "the run trains bdh, not gpt"),
+    ],
+)
+def test_resume_refuses_to_change_a_setting_that_changes_results(cli, run_copy, snapshot, flags, fragment):
+    before = snapshot(run_copy)
+    assert_user_error(cli("train", "--out", run_copy, "--resume", "--max-steps", 6, *flags), fragment)
+    assert snapshot(run_copy) == before
+
+
+def test_a_run_stores_its_corpus_resolved_and_resume_checks_its_hash(cli, tiny_args, corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copyfile(corpus, tmp_path / "corpus.txt")
+    args = [*tiny_args, "--data", "corpus.txt", "--max-steps", 2, "--eval-interval", 1]
+    assert cli("train", "--out", "run", *args).exit_code == 0
+    assert _saved_train_config(tmp_path / "run" / "step-0000002")["data"] == str(tmp_path / "corpus.txt")
+
+    (tmp_path / "corpus.txt").rename(tmp_path / "moved.txt")
+    assert_user_error(cli("train", "--out", "run", "--resume", "--max-steps", 3), "pass --data with a copy")
+    with open(tmp_path / "moved.txt", "a") as f:
+        f.write("one more line\n")
+    changed = cli("train", "--out", "run", "--resume", "--max-steps", 3, "--data", "moved.txt")
+    assert_user_error(changed, "has changed since the run was trained on it")
+    assert [p.name for p in step_checkpoints(tmp_path / "run")] == ["step-0000001", "step-0000002"]
+
+    shutil.copyfile(corpus, tmp_path / "copy.txt")
+    moved = cli("train", "--out", "run", "--resume", "--max-steps", 3, "--data", "copy.txt", "--quiet")
+    assert moved.exit_code == 0, moved.output
+    assert _saved_train_config(tmp_path / "run" / "step-0000003")["data"] == str(tmp_path / "copy.txt")
+
+
+def test_a_cuda_run_resumes_on_the_cpu(cli, run_copy):
+    config = run_copy / "step-0000004" / "config.json"
+    meta = json.loads(config.read_text())
+    meta["train"]["device"] = "cuda"
+    config.write_text(json.dumps(meta))
+    if not torch.cuda.is_available():
+        assert_user_error(cli("train", "--out", run_copy, "--resume", "--max-steps", 5), "no CUDA device")
+    result = cli("train", "--out", run_copy, "--resume", "--max-steps", 5, "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert _saved_train_config(run_copy / "step-0000005")["device"] == "cpu"
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_saves_at_the_step_boundary_and_the_resumed_run_is_exact(
+    tiny_train, trained_run, train_losses, monkeypatch, tmp_path, signum, code
+):
     original = Trainer.train_step
 
-    def interrupted_on_third_call(self):
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise KeyboardInterrupt
+    def signalled_in_step_three(self):
+        if self.step == 2:
+            os.kill(os.getpid(), signum)  # arrives inside the step, which still completes
         return original(self)
 
     out = tmp_path / "run"
     with monkeypatch.context() as mp:
-        mp.setattr(Trainer, "train_step", interrupted_on_third_call)
+        mp.setattr(Trainer, "train_step", signalled_in_step_three)
         result = tiny_train(out, "--max-steps", 4, "--log-interval", 1, "--eval-interval", 100)
-    assert result.exit_code == 130
-    assert "interrupted" in result.stderr
+    assert result.exit_code == code
+    assert f"interrupted by {signal.Signals(signum).name}: saved {out / 'step-0000003'}" in result.stderr
     assert "Traceback" not in result.output
-    assert [p.name for p in step_checkpoints(out)] == ["step-0000002"]
-    assert load_trainer_state(out / "step-0000002")["step"] == 2
+    assert [p.name for p in step_checkpoints(out)] == ["step-0000003"]
 
     resumed = tiny_train(out, "--resume", "--max-steps", 4)
     assert resumed.exit_code == 0, resumed.output
     # Same seed and settings as the shared run, so the resumed run must retrace it exactly.
     assert train_losses(out) == train_losses(trained_run.path)
     assert _state_dicts_equal(load_model(out), load_model(trained_run.path))
-
-
-def _state_dicts_equal(a, b) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-def test_config_file_preset_is_used_when_no_preset_flag(cli, corpus, tmp_path):
-    toml = tmp_path / "run.toml"
-    toml.write_text(
-        'preset = "paper-25m"\n'
-        "[model]\nn_layer = 1\nn_embd = 16\nn_head = 2\nn_neuron = 32\n"
-        f"[train]\nbatch_size = 4\nblock_size = 16\ndata = {json.dumps(str(corpus))}\n"
-    )
-    common = ("--max-steps", 1, "--eval-tokens", 64, "--sample-tokens", 0, "--quiet", "--device", "cpu")
-    result = cli("train", "--config", toml, "--out", tmp_path / "a", *common)
-    assert result.exit_code == 0, result.output
-    meta = json.loads((tmp_path / "a" / "step-0000001" / "config.json").read_text())
-    assert meta["train"]["lr"] == 1e-3  # paper-25m's, not cpu-tiny's 3e-3
-    assert meta["model"]["dropout"] == 0.1
-    assert meta["model"]["n_embd"] == 16
-
-    flagged = cli("train", "--config", toml, "--preset", "cpu-tiny", "--out", tmp_path / "b", *common)
-    assert flagged.exit_code == 0, flagged.output
-    assert json.loads((tmp_path / "b" / "step-0000001" / "config.json").read_text())["train"]["lr"] == 3e-3
 
 
 # --- generate ---------------------------------------------------------------------------------
@@ -255,7 +338,7 @@ def test_spike_eval_can_fine_tune_with_the_spikes_in_the_loop(cli, trained_run, 
 def test_spike_eval_refuses_a_gpt_checkpoint(cli, corpus, tmp_path):
     gpt = ("--model", "gpt", "--n-layer", 1, "--n-embd", 16, "--n-head", 2, "--block-size", 16, "--batch-size", 2)
     assert cli("train", "--data", corpus, *gpt, "--max-steps", 1, "--quiet", "--out", tmp_path / "g").exit_code == 0
-    assert_user_error(cli("spike-eval", tmp_path / "g", "--data", corpus), "BDH checkpoints")
+    assert_user_error(cli("spike-eval", tmp_path / "g", "--data", corpus), "this needs bdh")
 
 
 @pytest.mark.parametrize(
@@ -403,8 +486,8 @@ TRAIN_CASES = {
         lambda ws: ws.train("--data", ws.file("c.txt", "x" * 200), "--val-fraction", 0.05),
         "val split",
     ),
-    "unknown preset": (lambda ws: ws.train("--preset", "gpt-17"), "unknown preset"),
-    "unknown model": (lambda ws: ws.train("--model", "rnn"), "unknown architecture"),
+    "unknown preset": (lambda ws: ws.train("--preset", "gpt-17"), "invalid value for '--preset'"),
+    "unknown model": (lambda ws: ws.train("--model", "rnn"), "invalid value for '--model'"),
     "BDH-only flag for GPT": (lambda ws: ws.train("--model", "gpt"), "n_neuron"),
     "zero layers": (lambda ws: ws.train("--n-layer", 0), "n_layer"),
     "negative width": (lambda ws: ws.train("--n-embd", -1), "n_embd"),
@@ -470,7 +553,7 @@ OTHER_CASES = {
     ),
     "convert random bytes": (
         lambda ws: ["convert", ws.file("ref.pt", bytes(range(256)) * 4), ws.tmp / "dst"],
-        "cannot read",
+        "corrupt or untrusted",
     ),
     "convert a state_dict with other keys": (
         lambda ws: ["convert", _torch_file(ws, {"fc.weight": torch.zeros(2, 2)}), ws.tmp / "dst"],

@@ -27,6 +27,7 @@ WEIGHTS = "model.safetensors"
 TRAINER = "trainer.pt"
 TOKENIZER = "tokenizer.json"
 STEP_PREFIX = "step-"
+METRICS = "metrics.jsonl"
 # The window length inference uses for a checkpoint saved without a training config
 # (`save_pretrained`, `convert`): the block size of the default training preset.
 DEFAULT_BLOCK_SIZE = 128
@@ -190,3 +191,39 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     raise CheckpointError(f"{path} is not a synaptorch checkpoint (no {CONFIG})")
+
+
+def describe_checkpoint(path: str | Path) -> dict[str, str]:
+    """What `synaptorch info` prints: the folder, config, parameter count and training state."""
+    folder = resolve_checkpoint(path)
+    meta = read_meta(folder)
+    model = load_model(folder)
+    info = {
+        "checkpoint": str(folder),
+        "architecture": meta["architecture"],
+        "parameters": f"{sum(p.numel() for p in model.parameters()):,}",
+        "tokenizer": meta.get("tokenizer", BYTES),
+    }
+    info.update({f"model.{key}": str(value) for key, value in meta["model"].items()})
+    if "step" in meta:
+        corpus = meta.get("corpus", {})
+        info["step"] = str(meta["step"])
+        info["tokens seen"] = f"{meta.get('tokens_seen', 0):,}"
+        info["corpus"] = f"{corpus.get('name', '?')} (sha256 {corpus.get('sha256', '?')[:12]})"
+        info["resumable"] = "yes" if (folder / TRAINER).is_file() else "no"
+    evals = [r for r in read_metrics(folder.parent) if "val_loss" in r and r["step"] <= meta.get("step", 0)]
+    if evals:
+        info["val loss"] = f"{evals[-1]['val_loss']:.4f} nats/token at step {evals[-1]['step']}"
+    return info
+
+
+def read_metrics(run_folder: str | Path) -> list[dict]:
+    """The records of a run's metrics.jsonl, skipping a line that a crash cut short."""
+    path = Path(run_folder) / METRICS
+    records = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

@@ -168,3 +168,47 @@ def load_torch_state(path: str | Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged or foreign file
         raise CheckpointError(f"corrupt or untrusted {path}: {type(exc).__name__}") from None
+
+
+def recover_leftovers(parent: str | Path) -> list[str]:
+    """`recover_folder` for every folder of `parent` that a crash left a temporary or old copy of."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    targets = set()
+    for p in parent.iterdir():
+        for tag in (TMP_TAG, OLD_TAG):
+            name, sep, pid = p.name[1:].rpartition(tag)
+            if p.name.startswith(".") and sep and pid.isdigit() and p.is_dir():
+                targets.add(name)
+    return [message for name in sorted(targets) for message in recover_folder(parent / name)]
+
+
+class FolderLock:
+    """An advisory lock on a folder (flock on the folder itself), held until `release` or the
+    process ends. A second holder, in this process or another, is refused at once with a
+    ConfigError. Nothing is written: a refused command leaves the folder as it was."""
+
+    def __init__(self, folder: str | Path, what: str = "folder") -> None:
+        import fcntl
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.release()
+            raise ConfigError(f"{what} {folder} is in use by another process; wait for it or choose another") from None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.release()

@@ -7,9 +7,10 @@ import torch.nn.functional as F
 
 from synaptorch import BDH, BDHConfig
 from synaptorch.checkpoint import load_model, load_trainer_state, step_checkpoints
+from synaptorch.device import pick_device
 from synaptorch.errors import ConfigError, DataError
 from synaptorch.train.config import build_run_config
-from synaptorch.train.trainer import BatchSampler, Trainer, evaluate_loss, pick_device
+from synaptorch.train.trainer import BatchSampler, Trainer, evaluate_loss
 
 CPU = torch.device("cpu")
 BLOCK = 16
@@ -54,7 +55,7 @@ def test_resume_continues_exactly_where_it_stopped(corpus, tmp_path, train_losse
     early = [first.train_step() for _ in range(2)]
     first.save()
     del first
-    resumed = Trainer(run, tmp_path / "resumed", resume=True, progress=False)
+    resumed = Trainer.resume(tmp_path / "resumed", progress=False)
     assert resumed.step == 2
     assert resumed.tokens_seen == 2 * 4 * BLOCK * 2
     resumed.fit()
@@ -89,7 +90,7 @@ def test_resume_after_a_crash_logs_each_step_once(corpus, tmp_path, read_metrics
         crashing.fit()
     # Step 4 was logged, but the last checkpoint is step 3: the resumed run does step 4 again.
     assert max(r["step"] for r in read_metrics(tmp_path / "crashed")) == 4
-    Trainer(run, tmp_path / "crashed", resume=True, progress=False).fit()
+    Trainer.resume(tmp_path / "crashed", progress=False).fit()
 
     records = read_metrics(tmp_path / "crashed")
     assert [r["step"] for r in records if "train_loss" in r] == [1, 2, 3, 4, 5, 6]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from synaptorch.io import atomic_write_bytes
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 NAMED_CORPORA = ("pydoc", "shakespeare")
+COUNT_FORMAT = "<Q"  # the little-endian uint64 token count heading a cache file
+COUNT_BYTES = struct.calcsize(COUNT_FORMAT)
 
 
 def cache_dir() -> Path:
@@ -37,6 +40,11 @@ def cache_dir() -> Path:
         return Path(os.environ["SYNAPTORCH_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "synaptorch"
+
+
+def corpus_location(spec: str | Path) -> str:
+    """How a run records its corpus: a named corpus by name, a path as an absolute path."""
+    return str(spec) if str(spec) in NAMED_CORPORA else str(Path(spec).resolve())
 
 
 def pydoc_text() -> bytes:
@@ -114,6 +122,16 @@ def _tokenize(data: bytes, tokenizer: ByteTokenizer | HFTokenizer, dtype: np.dty
     return np.concatenate(ids) if ids else np.zeros(0, dtype=dtype)
 
 
+def _cached_count(path: Path, dtype: np.dtype) -> int | None:
+    """The token count of a complete cache file, None for a missing or damaged one."""
+    try:
+        with open(path, "rb") as f:
+            (count,) = struct.unpack(COUNT_FORMAT, f.read(COUNT_BYTES))
+    except (FileNotFoundError, struct.error):
+        return None
+    return count if path.stat().st_size == COUNT_BYTES + count * dtype.itemsize else None
+
+
 @dataclass
 class Corpus:
     """Tokens of a corpus in a read-only memory map, with the deterministic split."""
@@ -151,9 +169,12 @@ def load_corpus(spec: str | Path, tokenizer: ByteTokenizer | HFTokenizer, val_fr
     dtype = _tokens_dtype(tokenizer.vocab_size)
     key = hashlib.sha256(f"{digest}|{tokenizer.identity()}".encode()).hexdigest()[:32]
     path = cache_dir() / "tokens" / f"{key}.{dtype.name}"
-    if not path.exists():
-        atomic_write_bytes(path, _tokenize(data, tokenizer, dtype).tobytes())
-    if path.stat().st_size == 0:
+    # The file starts with its token count: a cache whose size disagrees with it (a crash, a full
+    # disk, a truncated copy) is built again rather than read as a shorter corpus.
+    if _cached_count(path, dtype) is None:
+        tokens = _tokenize(data, tokenizer, dtype)
+        atomic_write_bytes(path, struct.pack(COUNT_FORMAT, len(tokens)) + tokens.tobytes())
+    if _cached_count(path, dtype) == 0:
         raise DataError(f"corpus {spec} gives no tokens")
-    tokens = np.memmap(path, dtype=dtype, mode="r")
+    tokens = np.memmap(path, dtype=dtype, mode="r", offset=COUNT_BYTES)
     return Corpus(str(spec), tokens, len(data), digest, val_fraction)

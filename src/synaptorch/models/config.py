@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from typing import Self
 
 from synaptorch.errors import ConfigError
+from synaptorch.fields import check_values
 
 
 class ModelConfig:
@@ -26,10 +27,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> Self:
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
-        return cls(**values)
+        return cls(**check_values(cls, values, "model"))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from synaptorch.errors import CheckpointError
+from synaptorch.io import load_torch_state
 from synaptorch.models.bdh import BDH, BDHConfig
 
 KEY_MAP = {
@@ -65,11 +65,17 @@ def bdh_from_reference_state_dict(state_dict: dict, n_layer: int = 6, dropout: f
 
 
 def load_reference_checkpoint(path: str | Path, n_layer: int = 6) -> BDH:
+    """A BDH with the weights of a reference-code state_dict file (read with weights_only=True)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"reference checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged or foreign file
-        raise CheckpointError(f"cannot read {path} as a torch state_dict: {type(exc).__name__}") from None
-    return bdh_from_reference_state_dict(obj, n_layer=n_layer)
+    return bdh_from_reference_state_dict(load_torch_state(path), n_layer=n_layer)
+
+
+def convert_reference_checkpoint(src: str | Path, dst: str | Path, n_layer: int = 6) -> BDH:
+    """Write the reference checkpoint `src` as a synaptorch checkpoint folder `dst`, which must be new."""
+    if Path(dst).exists():
+        raise CheckpointError(f"{dst} already exists; choose a new folder")
+    model = load_reference_checkpoint(src, n_layer=n_layer)
+    model.save_pretrained(dst, converted_from=str(src))
+    return model

@@ -8,38 +8,40 @@ A TOML file has a `[model]` table (fields of the model config) and a `[train]` t
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from synaptorch.device import check_device_spec
 from synaptorch.errors import ConfigError
+from synaptorch.fields import check_values, setting
 from synaptorch.registry import ARCHITECTURES, model_class
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = "pydoc"
-    tokenizer: str = "bytes"
-    val_fraction: float = 0.1
-    batch_size: int = 16
-    block_size: int = 128
-    grad_accum: int = 1
-    max_steps: int = 1000
-    lr: float = 3e-3
-    min_lr: float = 3e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # 0 disables clipping
-    eval_interval: int = 200
-    eval_tokens: int = 65536  # validation tokens per evaluation during training; 0 = all
-    log_interval: int = 10
-    keep_last: int = 2
-    seed: int = 1337
-    device: str = "auto"
-    compile: bool = False
-    recompute: bool = False  # recompute each layer in the backward pass instead of storing it
-    max_time: float = 0.0  # seconds; stop early (with a checkpoint) once exceeded; 0 = no limit
+    data: str = setting("pydoc", "Corpus: pydoc (embedded), shakespeare, a text file or a folder of them.")
+    tokenizer: str = setting("bytes", "'bytes' or a tokenizer.json file.")
+    val_fraction: float = setting(0.1, "Share of the corpus (its end) kept for validation.")
+    batch_size: int = setting(16, "Sequences per micro-batch.")
+    block_size: int = setting(128, "Tokens per training sequence.")
+    grad_accum: int = setting(1, "Micro-batches per optimizer step.")
+    max_steps: int = setting(1000, "Optimizer steps; the cosine schedule ends here.", on_resume=True)
+    lr: float = setting(3e-3, "Peak learning rate.")
+    min_lr: float = setting(3e-4, "Learning rate at the end of the cosine decay.")
+    warmup_steps: int = setting(100, "Linear warm-up steps.")
+    weight_decay: float = setting(0.1, "AdamW weight decay of matrices.")
+    beta1: float = setting(0.9, "AdamW beta1.")
+    beta2: float = setting(0.95, "AdamW beta2.")
+    grad_clip: float = setting(1.0, "Clip the gradient norm to this (0: off).")
+    eval_interval: int = setting(200, "Evaluate and save a checkpoint every K steps.", on_resume=True)
+    eval_tokens: int = setting(65536, "Validation tokens per evaluation (0: the whole split).", on_resume=True)
+    log_interval: int = setting(10, "Write train loss to metrics.jsonl every K steps.", on_resume=True)
+    keep_last: int = setting(2, "Checkpoints kept in the run folder.", on_resume=True)
+    seed: int = setting(1337, "Seed of weights, dropout and data order.")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps (bf16 autocast on CUDA where supported).", True)
+    compile: bool = setting(False, "torch.compile the model.", on_resume=True)
+    recompute: bool = setting(False, "Recompute layers in the backward pass: less memory, more time.", True)
+    max_time: float = setting(0.0, "Stop after this many seconds, with a checkpoint (0: no limit).", on_resume=True)
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "block_size", "grad_accum", "max_steps", "eval_interval", "log_interval", "keep_last")
@@ -59,23 +61,14 @@ class TrainConfig:
             raise ConfigError("weight_decay, grad_clip and max_time must be >= 0")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        check_device_spec(self.device)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        return cls(**_checked(cls, values, "train"))
+        return cls(**check_values(cls, values, "train"))
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _checked(cls, values: dict, section: str) -> dict:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown {section} setting(s): {', '.join(unknown)}")
-    return values
 
 
 DEFAULT_ARCHITECTURE = "bdh"
@@ -123,6 +116,38 @@ class RunConfig:
     train: TrainConfig
 
 
+@dataclass(frozen=True)
+class RunRequest:
+    """What a user asked of a run: a preset, a TOML file and flags, before they are merged.
+
+    `model` and `train` hold the settings given explicitly (TOML file and flags, flags winning):
+    a new run merges them over the preset, a resumed run over its saved settings.
+    """
+
+    architecture: str | None = None
+    preset: str | None = None
+    toml_path: str | Path | None = None
+    model: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+
+    def given(self) -> tuple[str | None, str | None, dict, dict]:
+        """Architecture, preset, model and train settings of the TOML file and the flags."""
+        toml = _read_toml(self.toml_path) if self.toml_path is not None else {}
+        extra = sorted(set(toml) - {"preset", "architecture", "model", "train"})
+        if extra:
+            raise ConfigError(f"{self.toml_path}: unknown key(s) {', '.join(extra)}; expected [model] and [train]")
+        for name in ("architecture", "preset"):
+            if name in toml and not isinstance(toml[name], str):
+                raise ConfigError(f"{self.toml_path}: {name} must be a string, got {toml[name]!r}")
+        for table in ("model", "train"):
+            if not isinstance(toml.get(table, {}), dict):
+                raise ConfigError(f"{self.toml_path}: [{table}] must be a table, got {table} = {toml[table]!r}")
+        model = {**toml.get("model", {}), **{k: v for k, v in self.model.items() if v is not None}}
+        train = {**toml.get("train", {}), **{k: v for k, v in self.train.items() if v is not None}}
+        check_values(TrainConfig, train, "train")
+        return self.architecture or toml.get("architecture"), self.preset or toml.get("preset"), model, train
+
+
 def build_run_config(
     preset: str | None = None,
     toml_path: str | Path | None = None,
@@ -136,37 +161,55 @@ def build_run_config(
     The architecture is `architecture`, else the TOML file's, else bdh. The preset is `preset`,
     else the TOML file's `preset`, else `default_preset`.
     """
-    toml: dict = {}
-    if toml_path is not None:
-        toml = _read_toml(toml_path)
-        extra = sorted(set(toml) - {"preset", "architecture", "model", "train"})
-        if extra:
-            raise ConfigError(f"{toml_path}: unknown table(s) {', '.join(extra)}; expected [model] and [train]")
-    architecture = architecture or toml.get("architecture", DEFAULT_ARCHITECTURE)
+    request = RunRequest(architecture, preset, toml_path, model_overrides or {}, train_overrides or {})
+    return new_run_config(request, default_preset)
+
+
+def new_run_config(request: RunRequest, default_preset: str | None = DEFAULT_PRESET) -> RunConfig:
+    """The configuration of a new run: the preset, then the TOML file, then the flags."""
+    architecture, preset, model, train = request.given()
+    architecture = architecture or DEFAULT_ARCHITECTURE
     if architecture not in ARCHITECTURES:
         raise ConfigError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
-    preset = preset or toml.get("preset") or default_preset
-    layers: list[dict] = []
+    preset = preset or default_preset
+    base: dict = {"model": {}, "train": {}}
     if preset is not None:
         if preset not in PRESETS[architecture]:
             known = ", ".join(PRESETS[architecture])
             raise ConfigError(f"unknown preset {preset!r} for {architecture}; known: {known}")
-        layers.append(PRESETS[architecture][preset])
-    layers.append(toml)
-    layers.append(
-        {
-            "model": {k: v for k, v in (model_overrides or {}).items() if v is not None},
-            "train": {k: v for k, v in (train_overrides or {}).items() if v is not None},
-        }
-    )
-    model: dict = {}
-    train: dict = {}
-    for layer in layers:
-        model.update(layer.get("model", {}))
-        train.update(layer.get("train", {}))
+        base = PRESETS[architecture][preset]
     config_class = model_class(architecture).config_class
-    model_config = config_class.from_dict(_checked(config_class, model, "model"))
-    return RunConfig(architecture, model_config, TrainConfig.from_dict(train))
+    model_config = config_class.from_dict({**base["model"], **model})
+    return RunConfig(architecture, model_config, TrainConfig.from_dict({**base["train"], **train}))
+
+
+def resumed_run_config(meta: dict, request: RunRequest) -> RunConfig:
+    """The configuration of a resumed run: its saved settings, with those given again applied.
+
+    Only settings that change no result and the length of the run may change (`on_resume`); any
+    other given setting must equal the saved one. `data` may name a moved copy of the corpus and
+    `tokenizer` a copy of the saved one: the trainer compares their content.
+    """
+    architecture, preset, model, train = request.given()
+    if preset is not None:
+        raise ConfigError("a resumed run keeps its saved settings; --preset has no meaning with --resume")
+    if architecture is not None and architecture != meta["architecture"]:
+        raise ConfigError(f"the run trains {meta['architecture']}, not {architecture}")
+    saved_model = meta["model"]
+    for name, value in model.items():
+        if saved_model.get(name) != value:
+            flag = f"--{name.replace('_', '-')}"
+            raise ConfigError(f"{flag} cannot change on resume: the run has {saved_model.get(name)!r}")
+    saved = TrainConfig.from_dict(meta["train"])
+    changeable = {f.name for f in fields(TrainConfig) if f.metadata["on_resume"]} | {"data", "tokenizer"}
+    for name, value in train.items():
+        if name not in changeable and getattr(saved, name) != value:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} cannot change on resume: the run was trained with "
+                f"{getattr(saved, name)!r}; start a new run to change it"
+            )
+    config_class = model_class(meta["architecture"]).config_class
+    return RunConfig(meta["architecture"], config_class.from_dict(saved_model), replace(saved, **train))
 
 
 def with_vocab(run: RunConfig, vocab_size: int) -> RunConfig:

@@ -28,12 +28,12 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor
 
-from synaptorch.checkpoint import read_meta, step_checkpoints
-from synaptorch.data.corpus import Corpus
+from synaptorch.checkpoint import read_meta
+from synaptorch.data.corpus import Corpus, load_corpus
 from synaptorch.data.tokenizer import load_tokenizer
 from synaptorch.errors import ConfigError, DataError
 from synaptorch.io import check_folder_path
-from synaptorch.train.config import RunConfig
+from synaptorch.train.config import RunConfig, RunRequest, TrainConfig
 from synaptorch.train.teacher import LiveSignal, Teacher, TeacherCache, TeacherSignal
 from synaptorch.train.trainer import Trainer, bits_per_byte, eval_batches
 
@@ -79,6 +79,17 @@ def open_teacher_cache(
     distill = distill.for_signal(cached=True)
     expected = TeacherCache.expected_header(teacher, corpus.sha256, len(corpus.tokens), distill.top_k, distill.context)
     return TeacherCache.open_or_build(folder, teacher, corpus.tokens, expected, progress=progress)
+
+
+def precompute_teacher_cache(
+    folder: str | Path, teacher: Teacher, train: TrainConfig, distill: DistillConfig, progress: bool = False
+) -> dict:
+    """Fill (or check) the teacher's cache of the corpus of `train`; a record of the cache's header."""
+    check_student_tokenizer(teacher, train.tokenizer)
+    corpus = load_corpus(train.data, teacher.tokenizer, train.val_fraction)
+    opened, filled = open_teacher_cache(folder, teacher, corpus, distill, progress=progress)
+    header = {k: v for k, v in opened.header.items() if k != "teacher_name"}
+    return {"cache": str(folder), "filled": filled, **header}
 
 
 def teacher_kl(
@@ -147,38 +158,59 @@ class DistillTrainer(Trainer):
         teacher: Teacher,
         distill: DistillConfig | None = None,
         cache: str | Path | None = None,
-        resume: bool = False,
         progress: bool = True,
+        resume_from: Path | None = None,
     ) -> None:
         distill = distill or DistillConfig()
-        existing = step_checkpoints(out) if resume else []
-        if existing:
-            saved = read_meta(existing[-1]).get("distill")
-            if saved is None:
-                raise ConfigError(f"{out} holds a run trained without a teacher; resume it with `train`")
-            if saved["teacher"] != teacher.identity:
-                raise ConfigError(f"{out} was distilled from another teacher ({saved['teacher_name']})")
-            distill = DistillConfig(**saved["config"])
-            if cache is None:
-                cache = saved["cache"]
-            elif saved["cache"] is None:
-                raise ConfigError(f"{out} was distilled with the teacher run on each batch; resume it without --cache")
-            # A cache given now may be a moved copy of the saved one: its header must match all the same.
-        else:
+        if resume_from is None:
             check_student_tokenizer(teacher, run.train.tokenizer)
         distill = distill.for_signal(cached=cache is not None)
         if distill.top_k > teacher.tokenizer.vocab_size:
             raise ConfigError(f"top-k {distill.top_k} is more than the teacher's {teacher.tokenizer.vocab_size} ids")
         self.teacher, self.distill = teacher, distill
         self.cache = None if cache is None else str(Path(cache).resolve())
-        super().__init__(run, out, resume=resume, progress=progress)
-        if self.tokenizer.identity() != teacher.tokenizer.identity():
-            raise DataError(f"the checkpoint in {out} does not use the tokenizer of teacher {teacher.name}")
+        super().__init__(run, out, progress=progress, resume_from=resume_from)
+
+    def check_inputs(self) -> None:
+        """The teacher signal: a stale cache or another tokenizer is refused before the run folder is made."""
+        if self.tokenizer.identity() != self.teacher.tokenizer.identity():
+            raise DataError(f"the checkpoint in {self.out} does not use the tokenizer of teacher {self.teacher.name}")
         self.signal: TeacherSignal
-        if cache is None:
-            self.signal = LiveSignal(teacher, self.corpus.tokens, distill.top_k)
+        if self.cache is None:
+            self.signal = LiveSignal(self.teacher, self.corpus.tokens, self.distill.top_k)
         else:
-            self.signal, _ = open_teacher_cache(cache, teacher, self.corpus, distill, progress)
+            self.signal, _ = open_teacher_cache(self.cache, self.teacher, self.corpus, self.distill, self.progress)
+
+    @classmethod
+    def resume(
+        cls,
+        out: str | Path,
+        teacher: Teacher,
+        cache: str | Path | None = None,
+        request: RunRequest | None = None,
+        progress: bool = True,
+        given: dict | None = None,
+    ) -> DistillTrainer:
+        """Continue a distillation run with its saved settings; another teacher is refused.
+
+        `cache` may name a moved copy of the saved cache, whose header must match all the same.
+        `given` holds distillation settings given again, which must equal the saved ones.
+        """
+        run, out, checkpoint = cls._resumed(out, request)
+        saved = read_meta(checkpoint).get("distill")
+        if saved is None:
+            raise ConfigError(f"{out} holds a run trained without a teacher; resume it with `train`")
+        if saved["teacher"] != teacher.identity:
+            raise ConfigError(f"{out} was distilled from another teacher ({saved['teacher_name']})")
+        if cache is not None and saved["cache"] is None:
+            raise ConfigError(f"{out} was distilled with the teacher run on each batch; resume it without --cache")
+        distill = DistillConfig(**saved["config"])
+        for name, value in (given or {}).items():
+            if getattr(distill, name) != value:
+                flag = f"--{name.replace('_', '-')}"
+                saved_value = getattr(distill, name)
+                raise ConfigError(f"{flag} cannot change on resume: the run was distilled with {saved_value!r}")
+        return cls(run, out, teacher, distill, cache or saved["cache"], progress, resume_from=checkpoint)
 
     def loss(self, logits: Tensor, targets: Tensor, starts: list[int]) -> Tensor:
         if self.distill.alpha == 1.0:  # data alone: the teacher is only consulted for evaluations

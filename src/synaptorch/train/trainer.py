@@ -3,17 +3,25 @@
 AdamW with linear warm-up and cosine decay, gradient clipping and accumulation, periodic
 evaluation (loss in nats per token and bits per byte), metrics as JSON lines, and checkpoints
 that resume exactly: the optimizer, every random generator and the data sampler are saved.
+
+A run folder is locked for the life of its trainer, so two processes never write into one.
+SIGINT (Ctrl-C) and SIGTERM (preemption, `docker stop`, `timeout`) end a run at the next step
+boundary with a checkpoint, so a resumed run equals one that was never stopped; a second
+signal stops at once, keeping the last checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,39 +32,32 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from synaptorch.checkpoint import (
+    METRICS,
     load_checkpoint_tokenizer,
     load_model,
     load_trainer_state,
     read_meta,
+    read_metrics,
     save_model,
     step_checkpoints,
 )
-from synaptorch.data.corpus import Corpus, load_corpus
+from synaptorch.data.corpus import Corpus, corpus_location, load_corpus
 from synaptorch.data.tokenizer import load_tokenizer
+from synaptorch.device import autocast_for, pick_device, precision_for
 from synaptorch.errors import ConfigError, DataError
-from synaptorch.io import check_folder_path
+from synaptorch.io import FolderLock, atomic_write_text, check_folder_path, recover_leftovers
 from synaptorch.registry import model_class
-from synaptorch.train.config import RunConfig, TrainConfig, with_vocab
+from synaptorch.train.config import RunConfig, RunRequest, TrainConfig, resumed_run_config, with_vocab
 
-METRICS = "metrics.jsonl"
-
-
-def pick_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
-    try:
-        return torch.device(spec)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {spec!r} (auto, cpu, cuda, cuda:N, mps)") from None
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def autocast_for(device: torch.device) -> AbstractContextManager:
-    """bf16 autocast on CUDA; fp32 elsewhere, where bf16 matmuls are slower than fp32."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+class RunInterrupted(Exception):
+    """A signal stopped the run at a step boundary, after `checkpoint` was written."""
+
+    def __init__(self, signum: int, checkpoint: Path | None) -> None:
+        self.signum, self.checkpoint = signum, checkpoint
+        super().__init__(f"{signal.Signals(signum).name}: saved {checkpoint}")
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -174,18 +175,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False)
 
 
-def read_metrics(run_folder: str | Path) -> list[dict]:
-    """The records of a run's metrics.jsonl, skipping a line that a crash cut short."""
-    path = Path(run_folder) / METRICS
-    records = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -206,39 +195,34 @@ SUBCLASS_RUNS = {"distill": "synaptorch distill"}
 class Trainer:
     """Trains one model into a run folder of `step-NNNNNNN` checkpoints and `metrics.jsonl`.
 
-    With `progress`, a progress bar goes to stderr and a line per evaluation to stdout.
+    `Trainer(run, out)` starts a new run; `Trainer.resume(out)` continues the latest checkpoint
+    of one. With `progress`, a progress bar goes to stderr and a line per evaluation to stdout.
     """
 
     owned_entry: str | None = None  # the entry of SUBCLASS_RUNS this trainer writes and resumes
 
-    def __init__(self, run: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> None:
+    def __init__(self, run: RunConfig, out: str | Path, progress: bool = True, resume_from: Path | None = None) -> None:
         self.out = Path(out)
         self.progress = progress
-        existing = step_checkpoints(self.out)
-        if existing and not resume:
+        check_folder_path(self.out, "--out")
+        if resume_from is None and step_checkpoints(self.out):
             raise ConfigError(
                 f"{self.out} already holds checkpoints; pass --resume to continue or choose another --out"
             )
-        if resume and not existing:
-            raise ConfigError(f"nothing to resume in {self.out}")
-        check_folder_path(self.out, "--out")
-
-        resume_from = existing[-1] if resume else None
-        if resume_from is not None:
-            meta = read_meta(resume_from)
-            for entry, command in SUBCLASS_RUNS.items():
-                if entry in meta and entry != self.owned_entry:
-                    raise ConfigError(f"{self.out} is a run of `{command}`; resume it with `{command} --resume`")
-            saved_train = TrainConfig.from_dict(meta["train"])
-            # Only the length of the run may change on resume; everything else is the saved run's.
-            run = replace(run, train=replace(saved_train, max_steps=run.train.max_steps, max_time=run.train.max_time))
-        self.cfg = cfg = run.train
+        cfg = run.train
         self.device = pick_device(cfg.device)
         # A resumed run reads the copy of its tokenizer saved with the checkpoint.
-        self.tokenizer = (
-            load_tokenizer(cfg.tokenizer) if resume_from is None else load_checkpoint_tokenizer(resume_from)
-        )
-        self.corpus = load_corpus(cfg.data, self.tokenizer, cfg.val_fraction)
+        if resume_from is None:
+            self.tokenizer = load_tokenizer(cfg.tokenizer)
+            self.corpus = load_corpus(cfg.data, self.tokenizer, cfg.val_fraction)
+        else:
+            self.tokenizer = load_checkpoint_tokenizer(resume_from)
+            if cfg.tokenizer != read_meta(resume_from)["train"]["tokenizer"]:
+                given = load_tokenizer(cfg.tokenizer).identity()
+                if given != self.tokenizer.identity():
+                    raise ConfigError(f"--tokenizer {cfg.tokenizer} is not the tokenizer the run was trained with")
+            self.corpus = self._saved_corpus(resume_from, cfg)
+        cfg = replace(cfg, data=corpus_location(cfg.data))
         for split in ("train", "val"):
             if len(self.corpus.split(split)) < cfg.block_size + 1:
                 raise DataError(
@@ -246,32 +230,89 @@ class Trainer:
                     f"fewer than one block of {cfg.block_size} + 1"
                 )
 
+        self.check_inputs()
+        # Held from before the first write to the end of `fit`; the checks above write nothing.
+        self._lock = FolderLock(self.out, "run folder")
+        for message in recover_leftovers(self.out):
+            print(f"{self.out}: {message}", file=sys.stderr)
         torch.manual_seed(cfg.seed)
         if resume_from is not None:
             self.model = load_model(resume_from).to(self.device)
             if self.model.config.vocab_size != self.tokenizer.vocab_size:
                 raise DataError("the checkpoint's vocabulary does not match its tokenizer")
-            run = RunConfig(self.model.architecture, self.model.config, cfg)
         else:
             run = with_vocab(run, self.tokenizer.vocab_size)
             self.model = model_class(run.architecture)(run.model).to(self.device)
-        self.run = run
+        self.run = RunConfig(run.architecture, self.model.config, cfg)
+        self.cfg = cfg
+        self.precision = precision_for(self.device)
         self.optimizer = make_optimizer(self.model, cfg)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scale_loss)
         self.sampler = BatchSampler(self.corpus.split("train"), cfg.block_size, cfg.batch_size, cfg.seed)
         self.step = 0
         self.tokens_seen = 0
         self.train_seconds = 0.0  # time spent in training steps, evaluations and saving excluded
-        self.last_checkpoint: Path | None = None
+        self.last_checkpoint: Path | None = resume_from
         if resume_from is not None:
             state = load_trainer_state(resume_from)
             self.optimizer.load_state_dict(state["optimizer"])
             self.sampler.load_state_dict(state["sampler"])
+            if "scaler" in state and self.scaler.is_enabled():
+                self.scaler.load_state_dict(state["scaler"])
             _set_rng_state(state["rng"])
             self.step, self.tokens_seen = state["step"], state["tokens_seen"]
             self.train_seconds = state.get("train_seconds", 0.0)
             self._forget_metrics_after(self.step)
         self.model.recompute = cfg.recompute
         self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self._stop_signal: int | None = None
+
+    @classmethod
+    def resume(cls, out: str | Path, request: RunRequest | None = None, progress: bool = True) -> Trainer:
+        """Continue the latest checkpoint of the run folder `out` exactly where it stopped.
+
+        `request` holds settings given again; only those that change no result (device,
+        intervals, compile, recompute) and the run's length may differ from the saved ones.
+        """
+        run, out, checkpoint = cls._resumed(out, request)
+        return cls(run, out, progress, resume_from=checkpoint)
+
+    @classmethod
+    def _resumed(cls, out: str | Path, request: RunRequest | None) -> tuple[RunConfig, Path, Path]:
+        """The resumed run's configuration, its folder and its latest checkpoint."""
+        out = Path(out)
+        check_folder_path(out, "--out")
+        existing = step_checkpoints(out)
+        if not existing:
+            raise ConfigError(f"nothing to resume in {out}")
+        meta = read_meta(existing[-1])
+        for entry, command in SUBCLASS_RUNS.items():
+            if entry in meta and entry != cls.owned_entry:
+                raise ConfigError(f"{out} is a run of `{command}`; resume it with `{command} --resume`")
+        if "train" not in meta:
+            raise ConfigError(f"{existing[-1]} holds no training state; it cannot be resumed")
+        return resumed_run_config(meta, request or RunRequest()), out, existing[-1]
+
+    def _saved_corpus(self, checkpoint: Path, cfg: TrainConfig) -> Corpus:
+        """The corpus of a resumed run, at `cfg.data`, refused unless it is the one trained on."""
+        saved = read_meta(checkpoint).get("corpus", {})
+        try:
+            corpus = load_corpus(cfg.data, self.tokenizer, cfg.val_fraction)
+        except DataError as exc:
+            raise DataError(f"the run's corpus is not readable ({exc}); pass --data with a copy of it") from None
+        if saved.get("sha256") not in (None, corpus.sha256):
+            raise DataError(
+                f"corpus {cfg.data} has changed since the run was trained on it (sha256 "
+                f"{saved['sha256'][:12]}, now {corpus.sha256[:12]}); pass --data with the original"
+            )
+        return corpus
+
+    def check_inputs(self) -> None:
+        """Checks of a subclass that need the corpus, made before anything is written to the run folder."""
+
+    def close(self) -> None:
+        """Release the run folder for other processes."""
+        self._lock.release()
 
     # --- one step -------------------------------------------------------------------
 
@@ -289,11 +330,13 @@ class Trainer:
             with autocast_for(self.device):
                 logits = self.forward(x)
             loss = self.loss(logits.float(), y, starts)
-            (loss / cfg.grad_accum).backward()
+            self.scaler.scale(loss / cfg.grad_accum).backward()
             total += loss.item() / cfg.grad_accum
         if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += cfg.batch_size * cfg.block_size * cfg.grad_accum
@@ -314,15 +357,23 @@ class Trainer:
         return {"val_loss": loss, "val_bpb": bits_per_byte(loss, self.corpus)}
 
     def log(self, record: dict) -> None:
+        """Append a record to metrics.jsonl and flush it to the disk."""
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def _forget_metrics_after(self, step: int) -> None:
-        """Drop records of steps that a crash lost, so a resumed run logs each step once."""
+        """Drop records of steps that a crash lost (and a line it cut short), so each step is logged once."""
         if (self.out / METRICS).is_file():
             kept = [record for record in read_metrics(self.out) if record["step"] <= step]
-            (self.out / METRICS).write_text("".join(json.dumps(record) + "\n" for record in kept))
+            atomic_write_text(self.out / METRICS, "".join(json.dumps(record) + "\n" for record in kept))
+
+    def last_evaluation(self) -> dict:
+        """The latest evaluation record of metrics.jsonl at or before the current step, or {}."""
+        evals = [r for r in read_metrics(self.out) if "val_loss" in r and r["step"] <= self.step]
+        return evals[-1] if evals else {}
 
     def checkpoint_meta(self) -> dict:
         """Further entries of config.json that a subclass needs to resume."""
@@ -337,6 +388,8 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
             "train_seconds": self.train_seconds,
         }
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
         folder = save_model(
             self.model,
             self.out / f"step-{self.step:07d}",
@@ -355,9 +408,42 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------
 
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.cfg.max_steps
+
+    @contextmanager
+    def _stop_at_step_boundaries(self) -> Iterator[None]:
+        """While training, SIGINT and SIGTERM ask for a stop at the next step boundary; a second one
+        stops at once (KeyboardInterrupt). Signals can only be caught in the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def ask_to_stop(signum: int, frame: object) -> None:
+            if self._stop_signal is not None:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop now)", file=sys.stderr)
+
+        previous = {signum: signal.signal(signum, ask_to_stop) for signum in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
     def fit(self) -> dict:
-        """Train to max_steps (or max_time); returns the last evaluation. Ctrl-C saves first."""
+        """Train to max_steps (or max_time); returns the last evaluation.
+
+        A finished run trains nothing and writes nothing. A stop signal ends the run at the next
+        step boundary with a checkpoint, then raises RunInterrupted.
+        """
         cfg = self.cfg
+        if self.finished:
+            return self.last_evaluation()
+        if not self._lock.held:
+            self._lock = FolderLock(self.out, "run folder")
         bar = tqdm(
             total=cfg.max_steps,
             initial=self.step,
@@ -368,54 +454,61 @@ class Trainer:
         )
         start, start_tokens, start_seconds = time.perf_counter(), self.tokens_seen, self.train_seconds
         last_eval: dict = {}
+        self._stop_signal = None
         try:
-            while self.step < cfg.max_steps:
-                step_start = time.perf_counter()
-                loss = self.train_step()
-                self.train_seconds += time.perf_counter() - step_start
-                if not math.isfinite(loss):
-                    raise DataError(f"training diverged at step {self.step} (loss {loss}); lower --lr")
-                elapsed = time.perf_counter() - start
-                tokens_per_s = (self.tokens_seen - start_tokens) / max(self.train_seconds - start_seconds, 1e-9)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:.0f}")
-                if self.step % cfg.log_interval == 0:
-                    self.log(
-                        {
-                            "step": self.step,
-                            "train_loss": loss,
-                            "lr": learning_rate(self.step - 1, cfg),
-                            "tokens": self.tokens_seen,
-                            "train_s": round(self.train_seconds, 3),
-                            "tokens_per_s": round(tokens_per_s, 1),
-                        }
-                    )
-                out_of_time = cfg.max_time and elapsed >= cfg.max_time
-                if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps or out_of_time:
-                    last_eval = {
-                        "step": self.step,
-                        "tokens": self.tokens_seen,
-                        "train_s": round(self.train_seconds, 3),
-                        **self.evaluate(),
-                    }
-                    self.log(last_eval)
-                    if self.progress:
-                        extra = "".join(
-                            f" | {key.replace('_', ' ')} {value:.4f}"
-                            for key, value in last_eval.items()
-                            if key.startswith("val_") and key not in ("val_loss", "val_bpb")
+            with self._stop_at_step_boundaries():
+                while not self.finished:
+                    saved = False
+                    step_start = time.perf_counter()
+                    loss = self.train_step()
+                    self.train_seconds += time.perf_counter() - step_start
+                    if not math.isfinite(loss):
+                        raise DataError(f"training diverged at step {self.step} (loss {loss}); lower --lr")
+                    elapsed = time.perf_counter() - start
+                    tokens_per_s = (self.tokens_seen - start_tokens) / max(self.train_seconds - start_seconds, 1e-9)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:.0f}")
+                    if self.step % cfg.log_interval == 0:
+                        self.log(
+                            {
+                                "step": self.step,
+                                "train_loss": loss,
+                                "lr": learning_rate(self.step - 1, cfg),
+                                "tokens": self.tokens_seen,
+                                "train_s": round(self.train_seconds, 3),
+                                "tokens_per_s": round(tokens_per_s, 1),
+                            }
                         )
-                        bar.write(
-                            f"step {self.step:6d} | train loss {loss:.4f} | val loss {last_eval['val_loss']:.4f}"
-                            f" | val bpb {last_eval['val_bpb']:.4f}{extra} | {tokens_per_s:.0f} tok/s"
-                        )
-                    self.save()
-                if out_of_time:
-                    break
+                    out_of_time = cfg.max_time and elapsed >= cfg.max_time
+                    if self.step % cfg.eval_interval == 0 or self.finished or out_of_time:
+                        last_eval = self._evaluate_and_save(bar, loss, tokens_per_s)
+                        saved = True
+                    if self._stop_signal is not None:
+                        folder = self.last_checkpoint if saved else self.save()
+                        raise RunInterrupted(self._stop_signal, folder)
+                    if out_of_time:
+                        break
         except KeyboardInterrupt:
-            bar.close()
-            folder = self.save()
-            print(f"interrupted: saved {folder}", file=sys.stderr)
+            print(f"stopped at once; the last checkpoint is {self.last_checkpoint}", file=sys.stderr)
             raise
-        bar.close()
+        finally:
+            bar.close()
+            self._lock.release()
         return last_eval
+
+    def _evaluate_and_save(self, bar: tqdm, loss: float, tokens_per_s: float) -> dict:
+        record = {"step": self.step, "tokens": self.tokens_seen, "train_s": round(self.train_seconds, 3)}
+        record.update(self.evaluate())
+        self.log(record)
+        if self.progress:
+            extra = "".join(
+                f" | {key.replace('_', ' ')} {value:.4f}"
+                for key, value in record.items()
+                if key.startswith("val_") and key not in ("val_loss", "val_bpb")
+            )
+            bar.write(
+                f"step {self.step:6d} | train loss {loss:.4f} | val loss {record['val_loss']:.4f}"
+                f" | val bpb {record['val_bpb']:.4f}{extra} | {tokens_per_s:.0f} tok/s"
+            )
+        self.save()
+        return record

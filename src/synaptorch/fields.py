@@ -1,0 +1,54 @@
+"""Config fields with their help text, and the check of a dict of values against a config dataclass.
+
+The command line makes its flags and the TOML loader its keys from these fields, so a new
+setting is one field: its type, default and help in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from synaptorch.errors import ConfigError
+
+
+def setting(default: Any, help: str, on_resume: bool = False) -> Any:
+    """A config field: its default, its help text, and whether a resumed run may change it
+    (settings that change no result, and the length of the run)."""
+    return dataclasses.field(default=default, metadata={"help": help, "on_resume": on_resume})
+
+
+def field_types(cls: type) -> dict[str, tuple[type, ...]]:
+    """The accepted types of each field of a config dataclass (None for an optional field)."""
+    hints = typing.get_type_hints(cls)
+    accepted = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        accepted[f.name] = tuple(type(None) if t is None else t for t in options)
+    return accepted
+
+
+def _fits(value: object, accepted: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):  # bool is an int to Python, not to a config
+        return bool in accepted
+    if isinstance(value, int) and float in accepted:
+        return True
+    return isinstance(value, tuple(t for t in accepted if t is not bool))
+
+
+def check_values(cls: type, values: object, section: str) -> dict:
+    """`values` as a dict of known fields of `cls`, each of its field's type, else a ConfigError."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{section}] must be a table of settings, got {values!r}")
+    accepted = field_types(cls)
+    unknown = sorted(set(values) - set(accepted))
+    if unknown:
+        raise ConfigError(f"unknown {section} setting(s): {', '.join(unknown)}; known: {', '.join(accepted)}")
+    for name, value in values.items():
+        if not _fits(value, accepted[name]):
+            names = " or ".join("none" if t is type(None) else t.__name__ for t in accepted[name])
+            raise ConfigError(f"{section} setting {name} must be {names}, got {value!r}")
+    return values

@@ -1,0 +1,197 @@
+"""What the inference commands do, as library functions: stream a continuation, score a corpus."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from synaptorch.checkpoint import load_for_inference
+from synaptorch.data.corpus import load_corpus
+from synaptorch.data.tokenizer import StreamDecoder
+from synaptorch.device import pick_device
+from synaptorch.errors import ConfigError, DataError
+from synaptorch.models.sampling import check_sampling, stream_tokens
+from synaptorch.train.trainer import bits_per_byte, evaluate_loss
+
+SPLITS = ("val", "train", "all")
+
+
+def stream_text(
+    checkpoint: str | Path,
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float = 0.8,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    device: str = "auto",
+    compile_step: bool = False,
+) -> Iterator[str]:
+    """Pieces of text continuing `prompt`, as the checkpoint's model samples them.
+
+    The pieces never split a UTF-8 character or a BPE merge; joined, they are the decoded
+    continuation. Memory and time per token do not grow with the context.
+    """
+    if max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    check_sampling(temperature, top_k, top_p)
+    dev = pick_device(device)
+    loaded = load_for_inference(checkpoint, dev)
+    ids = loaded.tokenizer.encode(prompt)
+    if not ids:
+        raise DataError("the prompt is empty after tokenization")
+    if compile_step and hasattr(loaded.model, "compile_step"):
+        loaded.model.compile_step()
+    decoder = StreamDecoder(loaded.tokenizer)
+    tokens = stream_tokens(
+        loaded.model,
+        torch.tensor([ids], device=dev),
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+    )
+    for token in tokens:
+        piece = decoder.push(int(token[0]))
+        if piece:
+            yield piece
+    yield decoder.flush()
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str = "pydoc",
+    split: str = "val",
+    val_fraction: float = 0.1,
+    tokenizer: str | None = None,
+    block_size: int | None = None,
+    batch_size: int = 16,
+    max_tokens: int = 0,
+    device: str = "auto",
+) -> dict:
+    """Loss (nats per token) and bits per byte of a checkpoint on a split of a corpus.
+
+    `block_size` defaults to the training block size; `max_tokens` 0 scores the whole split.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if (block_size is not None and block_size <= 0) or batch_size <= 0 or max_tokens < 0:
+        raise ConfigError("--block-size and --batch-size must be positive, --max-tokens >= 0")
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+    dev = pick_device(device)
+    loaded = load_for_inference(checkpoint, dev, tokenizer=tokenizer)
+    corpus = load_corpus(data, loaded.tokenizer, val_fraction)
+    window = block_size or loaded.block_size
+    loss, n_tokens = evaluate_loss(loaded.model, corpus.split(split), window, batch_size, dev, max_tokens)
+    return {
+        "checkpoint": str(loaded.folder),
+        "data": str(data),
+        "split": split,
+        "tokens": n_tokens,
+        "loss": round(loss, 6),
+        "bpb": round(bits_per_byte(loss, corpus), 6),
+    }
+
+
+@dataclass
+class SpikeEvaluation:
+    """What `spike_eval_checkpoint` measured: the ReLU model, a result per T, and a JSON record."""
+
+    relu: object  # train.spiking.ReLUResult
+    results: list  # train.spiking.SpikingResult, one per T
+    record: dict
+    finetune_losses: list[float] = field(default_factory=list)
+
+
+def spike_eval_checkpoint(
+    checkpoint: str | Path,
+    time_steps: Sequence[int],
+    data: str = "pydoc",
+    split: str = "val",
+    val_fraction: float = 0.1,
+    block_size: int | None = None,
+    batch_size: int = 16,
+    max_tokens: int = 16384,
+    calibration_tokens: int = 4096,
+    percentile: float = 99.9,
+    finetune_steps: int = 0,
+    finetune_t: int = 4,
+    finetune_lr: float = 3e-4,
+    device: str = "cpu",
+) -> SpikeEvaluation:
+    """Convert a BDH checkpoint to integrate-and-fire neurons (thresholds calibrated on the start of
+    the training split), optionally fine-tune it with the spikes in the loop, and score it at each
+    number of time steps per token against the ReLU model."""
+    from synaptorch.train.spiking import as_records, check_time_steps, convert, evaluate_spiking, finetune_spiking
+
+    check_time_steps(time_steps)
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+    # Checked before the model is converted and fine-tuned, which take minutes.
+    if (block_size is not None and block_size < 1) or batch_size < 1 or calibration_tokens < 1:
+        raise ConfigError("--block-size, --batch-size and --calibration-tokens must be positive")
+    if max_tokens < 0 or finetune_steps < 0:
+        raise ConfigError("--max-tokens and --finetune-steps must be >= 0")
+    loaded = load_for_inference(checkpoint, pick_device(device), architecture="bdh")
+    window = block_size or loaded.block_size
+    corpus = load_corpus(data, loaded.tokenizer, val_fraction)
+    train_split = corpus.split("train")
+    spiking = convert(loaded.model, train_split[:calibration_tokens], window, percentile)
+    record: dict = {"checkpoint": str(loaded.folder), "data": str(data), "split": split}
+    losses: list[float] = []
+    if finetune_steps:
+        losses = finetune_spiking(spiking, train_split, finetune_steps, finetune_t, window, lr=finetune_lr)
+        first, last = round(losses[0], 6), round(losses[-1], 6)
+        record["finetune"] = {"steps": len(losses), "t": finetune_t, "first_loss": first, "last_loss": last}
+    relu, results = evaluate_spiking(
+        loaded.model, spiking, corpus.split(split), time_steps, window, batch_size, max_tokens
+    )
+    return SpikeEvaluation(relu, results, record | as_records(relu, results), losses)
+
+
+@dataclass
+class Inspection:
+    """A BDH checkpoint ready for the analysis tools, the text to read it on, and the window length."""
+
+    model: object  # BDH in eval mode
+    tokenizer: object
+    text: str | None
+    window: int
+
+
+def load_inspection(
+    checkpoint: str | Path, text_file: str | Path | None = None, window: int | None = None, device: str = "cpu"
+) -> Inspection:
+    """The BDH model and tokenizer of a checkpoint, the text of `text_file` (None without one) and
+    the window length (default: the training block size)."""
+    text = None
+    if text_file is not None:
+        path = Path(text_file)
+        if not path.is_file():
+            raise DataError(f"text file not found: {text_file}")
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if not text.strip():
+            raise DataError(f"text file {text_file} is empty")
+    if window is not None and window <= 0:
+        raise ConfigError(f"--window must be positive, got {window}")
+    loaded = load_for_inference(checkpoint, pick_device(device), architecture="bdh")
+    return Inspection(loaded.model, loaded.tokenizer, text, window or loaded.block_size)
+
+
+def concept(words: str | None, regex: str | None, required: bool) -> re.Pattern | None:
+    """The concept of comma-separated `words` or of a regular expression; None if neither is given."""
+    from synaptorch.analysis.text import concept_pattern
+
+    if words is None and regex is None:
+        if required:
+            raise DataError("give a concept with --concept WORD[,WORD...] or --concept-regex RE")
+        return None
+    return concept_pattern(words.split(",") if words else None, regex)
