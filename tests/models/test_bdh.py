@@ -1,3 +1,5 @@
+import ast
+import inspect
 import itertools
 
 import pytest
@@ -8,7 +10,9 @@ from hypothesis import strategies as st
 
 from synaptorch import BDH, BDHConfig
 from synaptorch.errors import ConfigError
-from synaptorch.models.bdh import rope, rope_phasors
+from synaptorch.models import bdh, bdh_generation, gpt, layers
+from synaptorch.models.gpt import GPT, GPTConfig
+from synaptorch.models.layers import rope, rope_phasors
 
 
 def tiny_model(seed=0, **overrides) -> BDH:
@@ -132,6 +136,46 @@ def test_rope_scores_depend_on_relative_position_only():
     torch.testing.assert_close(score(3, 10), score(1003, 1010), rtol=1e-5, atol=1e-5)
 
 
+def test_phasors_are_built_once_on_the_cpu_and_shared_by_bdh_and_gpt():
+    layers._cached_phasors.cache_clear()
+    model, baseline = tiny_model(), GPT(GPTConfig(n_layer=1, n_embd=16, n_head=2))
+    idx = torch.randint(0, 256, (2, 9))
+    for _ in range(3):
+        model(idx)
+        model.forward_recurrent(idx)
+        baseline(idx)
+    assert layers._cached_phasors.cache_info().misses == 2  # (N, 0, 9) for BDH, (head_dim, 0, 9) for GPT
+    assert rope_phasors(32, model.config.rope_theta, 0, 9) is rope_phasors(32, model.config.rope_theta, 0, 9)
+    # Built in float64 on the CPU whatever the device: a meta tensor asked for carries the same table.
+    on_meta = rope_phasors(32, 100.0, 16384, 3, "meta")
+    assert on_meta.device.type == "meta" and on_meta.dtype == torch.complex64
+    angle = 16385 * 100.0 ** (-torch.arange(0, 32, 2, dtype=torch.float64) / 32)
+    expected = torch.polar(torch.ones_like(angle), angle).to(torch.complex64)
+    torch.testing.assert_close(rope_phasors(32, 100.0, 16384, 3)[1], expected, rtol=0, atol=1e-6)
+
+
+def test_phasors_built_in_inference_mode_still_train():
+    layers._cached_phasors.cache_clear()
+    model = tiny_model().train()
+    idx = torch.randint(0, 256, (2, 7))
+    with torch.inference_mode():
+        model(idx)
+    model(idx).sum().backward()
+    assert layers._cached_phasors.cache_info().hits == 1
+
+
+def test_gpt_imports_nothing_from_bdh():
+    imported = set()
+    for node in ast.walk(ast.parse(inspect.getsource(gpt))):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert "synaptorch.models.layers" in imported
+    assert not any("bdh" in module for module in imported)
+    assert gpt.rope_phasors is bdh.rope_phasors is layers.rope_phasors
+
+
 def test_every_parameter_gets_a_gradient():
     model = tiny_model(dropout=0.1).train()
     idx = torch.randint(0, 256, (2, 10))
@@ -248,6 +292,40 @@ def test_sparse_generation_is_on_by_default_only_for_large_synapse_states():
     with torch.device("meta"):
         assert BDH(BDHConfig()).sparse_below > 0
         assert BDH(BDHConfig(n_layer=4, n_embd=128, n_head=4, n_neuron=256)).sparse_below == 0
+
+
+def test_sparse_generation_is_off_by_default_on_a_gpu(monkeypatch):
+    with torch.device("meta"):
+        model = BDH(BDHConfig())
+    assert model.sparse_below == bdh_generation.SPARSE_BELOW
+    # The meta device stands in for a GPU: the default follows the parameters' device at every step.
+    monkeypatch.setattr(bdh_generation, "GPU_DEVICE_TYPES", ("meta",))
+    assert model.sparse_below == 0
+    model.sparse_below = 0.3
+    assert model.sparse_below == 0.3
+
+
+def test_compile_step_takes_the_cpp_wrapper_only_on_the_cpu(monkeypatch):
+    compiled = []
+
+    def fake_compile(fn, **options):
+        compiled.append(options)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = tiny_model()
+    model.compile_step()
+    state = model.initial_state(2)
+    for token in torch.tensor([[5, 1], [9, 9]]):
+        model.step(token, state)
+    assert compiled == [{"dynamic": False, "options": {"cpp_wrapper": True}}]  # once per device type
+    model.compile_step(False)
+    model.step(torch.tensor([3, 4]), state)
+    assert len(compiled) == 1
+    # On any other device, meta here, the step compiles without the C++ wrapper.
+    model.compile_step()
+    model.to("meta").step(torch.tensor([1, 2], device="meta"), model.initial_state(2))
+    assert compiled[1:] == [{"dynamic": False, "options": None}]
 
 
 def test_sparse_step_touches_only_rows_of_active_neurons():

@@ -3,6 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from synaptorch.models import linear_attention
 from synaptorch.models.linear_attention import (
     MIN_CHUNK,
     auto_chunk_size,
@@ -61,6 +62,32 @@ def test_bfloat16_runs_in_bfloat16_with_a_float32_state():
     assert ((out.float() - expected).abs().max() / expected.abs().max()).item() < 2e-2
     out.float().sum().backward()
     assert q.grad.dtype == torch.float32 and x.grad.dtype == torch.float32
+
+
+def bf16_errors(length: int, chunk: int) -> list[float]:
+    """Relative RMS errors of the chunked form in bf16, forward and both gradients, against float64."""
+    q, x = inputs(1, 2, length, 16, 8, seed=0, dtype=torch.bfloat16)
+    weights = torch.randn(1, 2, length, 8, generator=torch.Generator().manual_seed(1), dtype=torch.bfloat16)
+    got = value_and_grads(lambda q, x: causal_linear_attention(q, x, chunk), q, x, weights)
+    assert all(t.dtype == torch.bfloat16 for t in got)
+    # The reference takes the same bf16-rounded inputs, so only the arithmetic is compared.
+    exact = [t.detach().double().requires_grad_() for t in (q, x)]
+    expected = value_and_grads(causal_linear_attention_reference, *exact, weights.double())
+    return [((g.double() - e).norm() / e.norm()).item() for g, e in zip(got, expected, strict=True)]
+
+
+def test_a_long_bfloat16_sequence_keeps_the_error_of_a_few_roundings(monkeypatch):
+    """2048 tokens in 256 chunks: the float32 state keeps the error to a few bf16 roundings.
+
+    bf16 keeps 8 bits, a rounding error of up to 2**-9 relative. The output passes through a few
+    roundings whatever the length (the chunk's products, the state read in bf16, the sum of the
+    two): under 2**-8 RMS. The gradients chain a few more, under 2**-7. A state summed in bf16
+    rounds once per chunk, an error that grows with the number of chunks and exceeds both bounds.
+    """
+    bounds = (2**-8, 2**-7, 2**-7)  # forward, gradient of q, gradient of x
+    assert all(error < bound for error, bound in zip(bf16_errors(2048, 8), bounds, strict=True))
+    monkeypatch.setattr(linear_attention, "_state_dtype", lambda q: q.dtype)
+    assert all(error > bound for error, bound in zip(bf16_errors(2048, 8), bounds, strict=True))
 
 
 def test_chunk_size_is_the_whole_sequence_when_short_and_fixed_when_long():

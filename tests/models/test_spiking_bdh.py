@@ -102,3 +102,21 @@ def test_surrogate_gradients_reach_the_weights(small_trained_bdh, word_salad_tok
     for name in ("encoder_x", "encoder_y", "decoder"):
         grad = getattr(spiking, name).grad
         assert torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+
+
+def test_observers_see_the_spike_counts_in_both_forms(small_trained_bdh, word_salad_tokens, layer_recorder):
+    idx = torch.from_numpy(word_salad_tokens[:64]).view(2, 32)
+    spiking = SpikingBDH.from_relu(small_trained_bdh, steps=8).eval()
+    spiking.calibrate(idx)
+    c = spiking.config
+    parallel, recurrent = [], []
+    with torch.no_grad():
+        spiking(idx, observe=layer_recorder(parallel))
+        spiking.forward_recurrent(idx, observe=layer_recorder(recurrent))
+    for layer in parallel + recurrent:
+        x_current = (layer["residual"].view(-1, c.n_embd) @ spiking.encoder_x).view(c.n_head, 2, 32, -1)
+        x_current = x_current / spiking.thresholds[0].view(-1, 1, 1, 1)
+        assert torch.equal(layer["x_spikes"], integrate_and_fire(x_current, 8))
+        for p, (rate, counts) in enumerate(((layer["x_sparse"], layer["x_spikes"]), (layer["xy"], layer["xy_spikes"]))):
+            assert torch.equal(counts, counts.round()) and counts.min() >= 0 and counts.max() <= 8
+            assert torch.equal(counts * (spiking.thresholds[p].view(-1, 1, 1, 1) / 8), rate)

@@ -16,20 +16,21 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from synaptorch.errors import ConfigError
+from synaptorch.fields import setting
 from synaptorch.models.base import LanguageModel
-from synaptorch.models.bdh import rope, rope_phasors
 from synaptorch.models.config import ModelConfig
+from synaptorch.models.layers import rope, rope_phasors
 
 
 @dataclass(frozen=True)
 class GPTConfig(ModelConfig):
-    n_layer: int = 6
-    n_embd: int = 384
-    n_head: int = 6
-    vocab_size: int = 256
-    mlp_ratio: int = 4
-    dropout: float = 0.0
-    rope_theta: float = 10_000.0
+    n_layer: int = setting(6, "Layers.")
+    n_embd: int = setting(384, "Width d of the residual stream.")
+    n_head: int = setting(6, "Heads.")
+    vocab_size: int = 256  # set from the tokenizer
+    mlp_ratio: int = setting(4, "Width of the MLP over n_embd.")
+    dropout: float = setting(0.0, "Dropout.")
+    rope_theta: float = setting(10_000.0, "RoPE base.")
 
     positive_ints = ("n_layer", "n_embd", "n_head", "vocab_size", "mlp_ratio")
 

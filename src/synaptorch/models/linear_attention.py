@@ -9,6 +9,13 @@ per token and head) and the state each chunk read (Nd / C per token and head), n
 tensor; the backward pass reads the queries' gradients off those states in one batched product
 and sweeps the chunks once backward for the keys' and values'. With recomputation (see BDH)
 these live for one layer at a time.
+
+Precision: every product runs in q's dtype (bf16 under autocast, which is off inside, so that the
+inputs' dtype decides), accumulating in float32 as matmuls do. The synapse state is accumulated in
+at least float32: each chunk's pairs are added to a float32 running sum, so that bf16 rounding does
+not build up over the chunks of a long sequence. Every read of the state casts it to q's dtype, one
+rounding whatever the length, which keeps the state products as fast as the rest. The backward
+pass keeps its running sum of the later chunks' pairs the same way.
 """
 
 from __future__ import annotations
@@ -74,7 +81,7 @@ def _strict_lower(scores: Tensor) -> Tensor:
 
 
 class _ChunkedLinearAttention(torch.autograd.Function):
-    """Computes in the dtype of q (bf16 under CUDA autocast), the synapse state in at least float32."""
+    """Computes in the dtype of q; the synapse state is summed in at least float32 and read in q's dtype."""
 
     @staticmethod
     def forward(ctx, q: Tensor, x: Tensor, chunk_size: int) -> Tensor:

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from synaptorch.errors import ConfigError, DataError
 from synaptorch.models.base import LanguageModel
-from synaptorch.models.bdh import BDH, BDHConfig, layer_norm, rope
+from synaptorch.models.bdh import BDH, BDHConfig
 from synaptorch.neurons.lif import LIFState, lif_step
 from synaptorch.neurons.parameters import LIFParameters
 
@@ -118,40 +118,42 @@ class SpikingBDH(BDH):
                 self.thresholds[p, h] = positive.kthvalue(rank).values
         return self.thresholds.clone()
 
-    def _fire(self, current: Tensor, population: int) -> tuple[Tensor, Tensor | None]:
-        """Input current (nh, B, T, N) -> (rates in the units of the ReLU, spike counts)."""
-        if self.steps == 0:
-            return F.relu(current), None
-        threshold = self.thresholds[population].view(-1, 1, 1, 1)
-        counts = integrate_and_fire(current / threshold, self.steps, self.v_init, self.surrogate)
-        return counts * (threshold / self.steps), counts
-
     def _layer(
         self, x: Tensor, phasors: Tensor, rho: Tensor | None, observe: Callable[..., None] | None = None
     ) -> tuple[Tensor, Tensor | None]:
-        """BDH's layer with its two neuron populations spiking."""
-        c = self.config
-        _, B, T, d = x.shape  # (1, B, T, d)
-        x_current = (x.view(B * T, d) @ self._encoder_x_flat()).view(B * T, c.n_head, -1)
-        x_current = x_current.transpose(0, 1).contiguous().view(c.n_head, B, T, -1)  # (nh, B, T, N)
-        x_rate, x_spikes = self._fire(x_current, 0)
-        q = rope(x_rate, phasors)
-        a = self._attend(q, x)  # (nh, B, T, d)
-        if rho is not None:
-            rho = rho.transpose(0, 1)
-            a = a + q @ rho
-            rho = (rho + q.mT @ x).transpose(0, 1).contiguous()
-        y_current = (layer_norm(a).view(c.n_head, B * T, d) @ self.encoder_y).view_as(x_rate)
-        xy_rate, xy_spikes = self._fire(x_rate * y_current, 1)
-        if observe is not None:  # y_sparse: BDH's y neurons, analog here, which gate into the xy neurons
-            observe(
-                residual=x,
-                x_sparse=x_rate,
-                q=q,
-                y_sparse=F.relu(y_current),
-                xy=xy_rate,
-                x_spikes=x_spikes,
-                xy_spikes=xy_spikes,
-            )
-        y = (self.drop(xy_rate).view(c.n_head, B * T, -1) @ self.decoder.view(c.n_head, -1, d)).sum(0)
-        return layer_norm(x + layer_norm(y.view_as(x))), rho
+        """BDH's layer, whose observer also sees the spike counts of the two populations."""
+        if observe is not None:
+            observe = functools.partial(self._observe_spikes, observe)
+        return super()._layer(x, phasors, rho, observe)
+
+    def _observe_spikes(self, observe: Callable[..., None], x_sparse: Tensor, xy: Tensor, **seen: Tensor) -> None:
+        # seen holds y_sparse = relu(layernorm(a) Dy) as in BDH: analog here, it gates the xy neurons.
+        observe(x_sparse=x_sparse, xy=xy, x_spikes=self._spikes(x_sparse, 0), xy_spikes=self._spikes(xy, 1), **seen)
+
+    def fire_x(self, current: Tensor) -> Tensor:
+        """x neurons: IF neurons driven by x Dx (nh, B, T, N); their rates in the units of the ReLU."""
+        return self._fire(current, 0)
+
+    def fire_xy(self, x_sparse: Tensor, y_current: Tensor) -> Tensor:
+        """xy neurons: one IF neuron per pair, driven by x's rate times layernorm(a) Dy; their rates."""
+        return self._fire(x_sparse * y_current, 1)
+
+    def _fire(self, current: Tensor, population: int) -> Tensor:
+        """Input current (nh, B, T, N) -> rates in the units of the ReLU: threshold * spikes / T."""
+        if self.steps == 0:
+            return F.relu(current)
+        threshold = self.thresholds[population].view(-1, 1, 1, 1)
+        counts = integrate_and_fire(current / threshold, self.steps, self.v_init, self.surrogate)
+        return counts * (threshold / self.steps)
+
+    def _spikes(self, rate: Tensor, population: int) -> Tensor | None:
+        """The spike counts behind the rates of a population, None for ReLU neurons (steps = 0).
+
+        A rate is count * (threshold / T) for an integer count of at most T. In float32 the division
+        returns the count to within two roundings, 2.4e-7 of it, which rounding to the nearest
+        integer undoes for any T below two million.
+        """
+        if self.steps == 0:
+            return None
+        threshold = self.thresholds[population].view(-1, 1, 1, 1)
+        return torch.round(rate / (threshold / self.steps))
