@@ -32,10 +32,10 @@ from synaptorch.checkpoint import read_meta
 from synaptorch.data.corpus import Corpus, load_corpus
 from synaptorch.data.tokenizer import load_tokenizer
 from synaptorch.errors import ConfigError, DataError
-from synaptorch.io import check_folder_path
+from synaptorch.io import FolderLock, check_folder_path
 from synaptorch.train.config import RunConfig, RunRequest, TrainConfig
 from synaptorch.train.teacher import LiveSignal, Teacher, TeacherCache, TeacherSignal
-from synaptorch.train.trainer import Trainer, bits_per_byte, eval_batches
+from synaptorch.train.trainer import Trainer, bits_per_byte, eval_batches, released_on_error
 
 DEFAULT_CACHE_TOP_K = 64
 
@@ -160,16 +160,18 @@ class DistillTrainer(Trainer):
         cache: str | Path | None = None,
         progress: bool = True,
         resume_from: Path | None = None,
+        lock: FolderLock | None = None,
     ) -> None:
-        distill = distill or DistillConfig()
-        if resume_from is None:
-            check_student_tokenizer(teacher, run.train.tokenizer)
-        distill = distill.for_signal(cached=cache is not None)
-        if distill.top_k > teacher.tokenizer.vocab_size:
-            raise ConfigError(f"top-k {distill.top_k} is more than the teacher's {teacher.tokenizer.vocab_size} ids")
+        with released_on_error(lock):
+            distill = (distill or DistillConfig()).for_signal(cached=cache is not None)
+            if resume_from is None:
+                check_student_tokenizer(teacher, run.train.tokenizer)
+            if distill.top_k > teacher.tokenizer.vocab_size:
+                vocab = teacher.tokenizer.vocab_size
+                raise ConfigError(f"top-k {distill.top_k} is more than the teacher's {vocab} ids")
         self.teacher, self.distill = teacher, distill
         self.cache = None if cache is None else str(Path(cache).resolve())
-        super().__init__(run, out, progress=progress, resume_from=resume_from)
+        super().__init__(run, out, progress=progress, resume_from=resume_from, lock=lock)
 
     def check_inputs(self) -> None:
         """The teacher signal: a stale cache or another tokenizer is refused before the run folder is made."""
@@ -196,21 +198,23 @@ class DistillTrainer(Trainer):
         `cache` may name a moved copy of the saved cache, whose header must match all the same.
         `given` holds distillation settings given again, which must equal the saved ones.
         """
-        run, out, checkpoint = cls._resumed(out, request)
-        saved = read_meta(checkpoint).get("distill")
-        if saved is None:
-            raise ConfigError(f"{out} holds a run trained without a teacher; resume it with `train`")
-        if saved["teacher"] != teacher.identity:
-            raise ConfigError(f"{out} was distilled from another teacher ({saved['teacher_name']})")
-        if cache is not None and saved["cache"] is None:
-            raise ConfigError(f"{out} was distilled with the teacher run on each batch; resume it without --cache")
-        distill = DistillConfig(**saved["config"])
-        for name, value in (given or {}).items():
-            if getattr(distill, name) != value:
-                flag = f"--{name.replace('_', '-')}"
-                saved_value = getattr(distill, name)
-                raise ConfigError(f"{flag} cannot change on resume: the run was distilled with {saved_value!r}")
-        return cls(run, out, teacher, distill, cache or saved["cache"], progress, resume_from=checkpoint)
+        run, out, checkpoint, lock = cls._resumed(out, request)
+        with released_on_error(lock):
+            saved = read_meta(checkpoint).get("distill")
+            if saved is None:
+                raise ConfigError(f"{out} holds a run trained without a teacher; resume it with `train`")
+            if saved["teacher"] != teacher.identity:
+                raise ConfigError(f"{out} was distilled from another teacher ({saved['teacher_name']})")
+            if cache is not None and saved["cache"] is None:
+                raise ConfigError(f"{out} was distilled with the teacher run on each batch; resume it without --cache")
+            distill = DistillConfig(**saved["config"])
+            for name, value in (given or {}).items():
+                if getattr(distill, name) != value:
+                    flag = f"--{name.replace('_', '-')}"
+                    saved_value = getattr(distill, name)
+                    raise ConfigError(f"{flag} cannot change on resume: the run was distilled with {saved_value!r}")
+            cache = cache or saved["cache"]
+        return cls(run, out, teacher, distill, cache, progress, resume_from=checkpoint, lock=lock)
 
     def loss(self, logits: Tensor, targets: Tensor, starts: list[int]) -> Tensor:
         if self.distill.alpha == 1.0:  # data alone: the teacher is only consulted for evaluations

@@ -188,6 +188,25 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@contextmanager
+def released_on_error(lock: FolderLock | None) -> Iterator[None]:
+    """Release `lock` if the block fails: a refused run frees its folder at once, not when collected."""
+    try:
+        yield
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _lock_and_repair(out: Path) -> FolderLock:
+    """Lock a run folder, then repair what a crash inside a checkpoint write left there."""
+    lock = FolderLock(out, "run folder")
+    for message in recover_leftovers(out):
+        print(f"{out}: {message}", file=sys.stderr)
+    return lock
+
+
 # config.json entries of runs that only a subclass of Trainer can continue, and the command making them.
 SUBCLASS_RUNS = {"distill": "synaptorch distill"}
 
@@ -201,10 +220,24 @@ class Trainer:
 
     owned_entry: str | None = None  # the entry of SUBCLASS_RUNS this trainer writes and resumes
 
-    def __init__(self, run: RunConfig, out: str | Path, progress: bool = True, resume_from: Path | None = None) -> None:
+    def __init__(
+        self,
+        run: RunConfig,
+        out: str | Path,
+        progress: bool = True,
+        resume_from: Path | None = None,
+        lock: FolderLock | None = None,
+    ) -> None:
         self.out = Path(out)
         self.progress = progress
         check_folder_path(self.out, "--out")
+        # The lock is held from before anything is written (a repair included) to the end of `fit`;
+        # a folder that does not exist yet is made and locked once the inputs are checked.
+        self._lock = lock if lock is not None or not self.out.is_dir() else _lock_and_repair(self.out)
+        with released_on_error(self._lock):
+            self._start(run, resume_from)
+
+    def _start(self, run: RunConfig, resume_from: Path | None) -> None:
         if resume_from is None and step_checkpoints(self.out):
             raise ConfigError(
                 f"{self.out} already holds checkpoints; pass --resume to continue or choose another --out"
@@ -231,10 +264,8 @@ class Trainer:
                 )
 
         self.check_inputs()
-        # Held from before the first write to the end of `fit`; the checks above write nothing.
-        self._lock = FolderLock(self.out, "run folder")
-        for message in recover_leftovers(self.out):
-            print(f"{self.out}: {message}", file=sys.stderr)
+        if self._lock is None:
+            self._lock = FolderLock(self.out, "run folder")
         torch.manual_seed(cfg.seed)
         if resume_from is not None:
             self.model = load_model(resume_from).to(self.device)
@@ -274,24 +305,26 @@ class Trainer:
         `request` holds settings given again; only those that change no result (device,
         intervals, compile, recompute) and the run's length may differ from the saved ones.
         """
-        run, out, checkpoint = cls._resumed(out, request)
-        return cls(run, out, progress, resume_from=checkpoint)
+        run, out, checkpoint, lock = cls._resumed(out, request)
+        return cls(run, out, progress, resume_from=checkpoint, lock=lock)
 
     @classmethod
-    def _resumed(cls, out: str | Path, request: RunRequest | None) -> tuple[RunConfig, Path, Path]:
-        """The resumed run's configuration, its folder and its latest checkpoint."""
+    def _resumed(cls, out: str | Path, request: RunRequest | None) -> tuple[RunConfig, Path, Path, FolderLock]:
+        """The resumed run's configuration, its folder, its latest checkpoint and the folder's lock."""
         out = Path(out)
         check_folder_path(out, "--out")
-        existing = step_checkpoints(out)
-        if not existing:
-            raise ConfigError(f"nothing to resume in {out}")
-        meta = read_meta(existing[-1])
-        for entry, command in SUBCLASS_RUNS.items():
-            if entry in meta and entry != cls.owned_entry:
-                raise ConfigError(f"{out} is a run of `{command}`; resume it with `{command} --resume`")
-        if "train" not in meta:
-            raise ConfigError(f"{existing[-1]} holds no training state; it cannot be resumed")
-        return resumed_run_config(meta, request or RunRequest()), out, existing[-1]
+        lock = _lock_and_repair(out) if out.is_dir() else None
+        with released_on_error(lock):
+            existing = step_checkpoints(out)
+            if not existing:
+                raise ConfigError(f"nothing to resume in {out}")
+            meta = read_meta(existing[-1])
+            for entry, command in SUBCLASS_RUNS.items():
+                if entry in meta and entry != cls.owned_entry:
+                    raise ConfigError(f"{out} is a run of `{command}`; resume it with `{command} --resume`")
+            if "train" not in meta:
+                raise ConfigError(f"{existing[-1]} holds no training state; it cannot be resumed")
+            return resumed_run_config(meta, request or RunRequest()), out, existing[-1], lock
 
     def _saved_corpus(self, checkpoint: Path, cfg: TrainConfig) -> Corpus:
         """The corpus of a resumed run, at `cfg.data`, refused unless it is the one trained on."""
@@ -312,7 +345,8 @@ class Trainer:
 
     def close(self) -> None:
         """Release the run folder for other processes."""
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
     # --- one step -------------------------------------------------------------------
 
