@@ -47,6 +47,23 @@ def _snapshot(folder: Path) -> dict[str, str]:
 # Helpers are handed out as fixtures so that tests need no import path tricks.
 
 
+def _assert_user_error(result, fragment: str) -> None:
+    """Exit code 2, one line on stderr naming the problem, and no traceback."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert fragment.lower() in lines[0].lower()
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="session")
+def assert_user_error():
+    """Check that a command line result is a user error: exit code 2 and one line `error: ...` with `fragment`."""
+    return _assert_user_error
+
+
 @pytest.fixture(scope="session")
 def make_text():
     """Deterministic word salad of about 5 KB: enough for train and val splits of a 16-token block."""

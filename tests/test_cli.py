@@ -36,17 +36,6 @@ def _state_dicts_equal(a, b) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def assert_user_error(result, fragment: str) -> None:
-    """Exit code 2, one line on stderr naming the problem, and no traceback."""
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert fragment.lower() in lines[0].lower()
-    assert "Traceback" not in result.output
-
-
 # --- help ---------------------------------------------------------------------------------
 
 
@@ -187,13 +176,17 @@ def test_resuming_a_finished_run_trains_nothing_rewrites_nothing_and_says_so(cli
         (("--model", "gpt"), "the run trains bdh, not gpt"),
     ],
 )
-def test_resume_refuses_to_change_a_setting_that_changes_results(cli, run_copy, snapshot, flags, fragment):
+def test_resume_refuses_to_change_a_setting_that_changes_results(
+    cli, run_copy, snapshot, flags, fragment, assert_user_error
+):
     before = snapshot(run_copy)
     assert_user_error(cli("train", "--out", run_copy, "--resume", "--max-steps", 6, *flags), fragment)
     assert snapshot(run_copy) == before
 
 
-def test_a_run_stores_its_corpus_resolved_and_resume_checks_its_hash(cli, tiny_args, corpus, tmp_path, monkeypatch):
+def test_a_run_stores_its_corpus_resolved_and_resume_checks_its_hash(
+    cli, tiny_args, corpus, tmp_path, monkeypatch, assert_user_error
+):
     monkeypatch.chdir(tmp_path)
     shutil.copyfile(corpus, tmp_path / "corpus.txt")
     args = [*tiny_args, "--data", "corpus.txt", "--max-steps", 2, "--eval-interval", 1]
@@ -214,7 +207,7 @@ def test_a_run_stores_its_corpus_resolved_and_resume_checks_its_hash(cli, tiny_a
     assert _saved_train_config(tmp_path / "run" / "step-0000003")["data"] == str(tmp_path / "copy.txt")
 
 
-def test_a_cuda_run_resumes_on_the_cpu(cli, run_copy):
+def test_a_cuda_run_resumes_on_the_cpu(cli, run_copy, assert_user_error):
     config = run_copy / "step-0000004" / "config.json"
     meta = json.loads(config.read_text())
     meta["train"]["device"] = "cuda"
@@ -335,7 +328,7 @@ def test_spike_eval_can_fine_tune_with_the_spikes_in_the_loop(cli, trained_run, 
     assert "fine-tuned 3 steps at T = 2" in result.stdout
 
 
-def test_spike_eval_refuses_a_gpt_checkpoint(cli, corpus, tmp_path):
+def test_spike_eval_refuses_a_gpt_checkpoint(cli, corpus, tmp_path, assert_user_error):
     gpt = ("--model", "gpt", "--n-layer", 1, "--n-embd", 16, "--n-head", 2, "--block-size", 16, "--batch-size", 2)
     assert cli("train", "--data", corpus, *gpt, "--max-steps", 1, "--quiet", "--out", tmp_path / "g").exit_code == 0
     assert_user_error(cli("spike-eval", tmp_path / "g", "--data", corpus), "this needs bdh")
@@ -351,7 +344,9 @@ def test_spike_eval_refuses_a_gpt_checkpoint(cli, corpus, tmp_path):
         (("--finetune-steps", 1, "--finetune-lr", "nan"), "learning rate"),
     ],
 )
-def test_spike_eval_settings_that_cannot_work_are_one_line_errors(cli, trained_run, corpus, args, fragment):
+def test_spike_eval_settings_that_cannot_work_are_one_line_errors(
+    cli, trained_run, corpus, args, fragment, assert_user_error
+):
     assert_user_error(cli("spike-eval", trained_run.path, "--data", corpus, *args), fragment)
 
 
@@ -519,7 +514,30 @@ TRAIN_CASES = {
     ),
 }
 
+
+def _toml(ws: Workspace, text: str) -> Path:
+    return ws.file("run.toml", text)
+
+
+TRAIN_CASES |= {
+    "a TOML number as a string": (lambda ws: ws.train("--config", _toml(ws, '[train]\nlr = "3e-3"\n')), "lr must be"),
+    "a TOML table as a number": (lambda ws: ws.train("--config", _toml(ws, "model = 3\n")), "[model] must be a table"),
+    "a TOML device as a number": (lambda ws: ws.train("--config", _toml(ws, "[train]\ndevice = 5\n")), "device"),
+    "a TOML flag as a number": (lambda ws: ws.train("--config", _toml(ws, "[train]\ncompile = 1\n")), "compile"),
+    "an unknown TOML key": (lambda ws: ws.train("--config", _toml(ws, "[train]\nlearning_rate = 1\n")), "unknown"),
+    "an unknown TOML table": (lambda ws: ws.train("--config", _toml(ws, "[optimizer]\nlr = 1\n")), "unknown key"),
+    "an unknown device": (lambda ws: ws.train("--device", "tpu"), "unknown device 'tpu'"),
+    "mps on a machine without it": (lambda ws: ws.train("--device", "mps"), "no MPS device"),
+}
+if not torch.cuda.is_available():
+    TRAIN_CASES["cuda on a machine without it"] = (lambda ws: ws.train("--device", "cuda"), "no CUDA device")
+
 OTHER_CASES = {
+    "generate a negative number of tokens": (
+        lambda ws: ["generate", "--checkpoint", ws.run, "--max-new-tokens", -1],
+        "max_new_tokens must be >= 0",
+    ),
+    "generate on mps without it": (lambda ws: ["generate", "--checkpoint", ws.run, "--device", "mps"], "no MPS"),
     "eval with a tokenizer of another vocabulary": (
         lambda ws: ["eval", "--checkpoint", ws.run, "--data", ws.corpus, "--tokenizer", ws.tokenizer()],
         "vocabulary mismatch",
@@ -584,27 +602,33 @@ def workspace(tmp_path, corpus, trained_run, tiny_args, make_word_tokenizer) -> 
     return Workspace(tmp_path, corpus, trained_run.path, tiny_args, make_word_tokenizer)
 
 
-def _check_refused(cli, workspace, snapshot, argv, fragment) -> None:
-    before = snapshot(workspace.tmp)
-    assert_user_error(cli(*argv), fragment)
-    assert snapshot(workspace.tmp) == before
+@pytest.fixture
+def check_refused(cli, workspace, snapshot, assert_user_error):
+    """Run argv and check it is a user error that leaves the workspace as it was."""
+
+    def check(argv, fragment) -> None:
+        before = snapshot(workspace.tmp)
+        assert_user_error(cli(*argv), fragment)
+        assert snapshot(workspace.tmp) == before
+
+    return check
 
 
 @pytest.mark.parametrize("case", list(TRAIN_CASES | OTHER_CASES))
-def test_bad_input_is_refused_and_changes_nothing(cli, workspace, snapshot, case):
+def test_bad_input_is_refused_and_changes_nothing(workspace, check_refused, case):
     make_argv, fragment = (TRAIN_CASES | OTHER_CASES)[case]
-    _check_refused(cli, workspace, snapshot, make_argv(workspace), fragment)
+    check_refused(make_argv(workspace), fragment)
 
 
 @pytest.mark.parametrize("reader", list(READERS))
 @pytest.mark.parametrize("damage", list(DAMAGES))
-def test_damaged_checkpoint_is_refused_and_left_alone(cli, workspace, snapshot, damage, reader):
+def test_damaged_checkpoint_is_refused_and_left_alone(workspace, check_refused, damage, reader):
     damage_fn, fragment = DAMAGES[damage]
     damage_fn(workspace)
-    _check_refused(cli, workspace, snapshot, READERS[reader](workspace), fragment)
+    check_refused(READERS[reader](workspace), fragment)
 
 
-def test_missing_checkpoint_is_refused(cli, tmp_path):
+def test_missing_checkpoint_is_refused(cli, tmp_path, assert_user_error):
     assert_user_error(cli("info", tmp_path / "nowhere"), "not found")
 
 

@@ -158,3 +158,15 @@ def test_cached_shakespeare_with_the_wrong_sha256_is_refused(monkeypatch, cache_
     (cache_dir / "tinyshakespeare.txt").write_bytes(b"tampered")
     with pytest.raises(DataError, match="wrong sha256"):
         read_corpus("shakespeare")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "emptied", "header only"])
+def test_a_damaged_token_cache_is_rebuilt_not_read_as_a_shorter_corpus(corpus, cache_dir, damage):
+    first = np.array(load_corpus(corpus, ByteTokenizer()).tokens)
+    [cached] = cached_token_files(cache_dir)
+    data = cached.read_bytes()
+    cut = {"truncated": len(data) // 2, "emptied": 0, "header only": corpus_module.COUNT_BYTES}[damage]
+    cached.write_bytes(data[:cut])
+    again = load_corpus(corpus, ByteTokenizer())
+    assert np.array_equal(np.array(again.tokens), first)
+    assert cached.read_bytes() == data

@@ -23,14 +23,6 @@ def last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def assert_user_error(result, fragment: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert fragment.lower() in lines[0].lower()
-    assert "Traceback" not in result.output
-
-
 def make_teacher(folder: Path, seed: int, tokenizer=None) -> Path:
     torch.manual_seed(seed)
     vocab = tokenizer.vocab_size if tokenizer else 256
@@ -54,7 +46,9 @@ def distill(cli, corpus):
     return run
 
 
-def test_distill_trains_from_a_cache_reports_kl_and_resumes(cli, corpus, distill, teachers, tmp_path, read_metrics):
+def test_distill_trains_from_a_cache_reports_kl_and_resumes(
+    cli, corpus, distill, teachers, tmp_path, read_metrics, assert_user_error
+):
     cache, out = tmp_path / "cache", tmp_path / "run"
     result = distill(teachers[0], "--cache", cache, "--out", out, "--max-steps", 4, "--eval-interval", 2)
     assert result.exit_code == 0, result.output
@@ -86,7 +80,7 @@ def test_evaluation_lines_show_the_kl(cli, corpus, teachers, tmp_path):
     assert " | val kl " in line and " | val loss " in line
 
 
-def test_a_stale_cache_is_refused_and_left_as_it_was(distill, teachers, tmp_path, corpus, snapshot):
+def test_a_stale_cache_is_refused_and_left_as_it_was(distill, teachers, tmp_path, corpus, snapshot, assert_user_error):
     cache = tmp_path / "cache"
     filled = distill(teachers[0], "--cache", cache, "--precompute-only")
     assert filled.exit_code == 0, filled.output
@@ -106,7 +100,7 @@ def test_a_stale_cache_is_refused_and_left_as_it_was(distill, teachers, tmp_path
 
 
 def test_unusable_teachers_and_settings_are_one_line_errors(
-    distill, teachers, tmp_path, make_word_tokenizer, monkeypatch
+    distill, teachers, tmp_path, make_word_tokenizer, monkeypatch, assert_user_error
 ):
     words = HFTokenizer(make_word_tokenizer(tmp_path / "words.json"))
     bpe_teacher = make_teacher(tmp_path / "bpe", seed=3, tokenizer=words)
@@ -132,7 +126,7 @@ def test_unusable_teachers_and_settings_are_one_line_errors(
 
 
 @pytest.mark.slow
-def test_a_hugging_face_folder_teacher_with_a_padded_vocabulary(distill, corpus, tmp_path):
+def test_a_hugging_face_folder_teacher_with_a_padded_vocabulary(distill, corpus, tmp_path, assert_user_error):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 

@@ -142,10 +142,17 @@ class RunRequest:
         for table in ("model", "train"):
             if not isinstance(toml.get(table, {}), dict):
                 raise ConfigError(f"{self.toml_path}: [{table}] must be a table, got {table} = {toml[table]!r}")
+        architecture = self.architecture or toml.get("architecture")
+        if architecture is not None and architecture not in ARCHITECTURES:
+            raise ConfigError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+        # The file's values are checked even where a flag overrides them: the file is wrong all the same.
+        check_values(TrainConfig, toml.get("train", {}), "train")
+        config_class = model_class(architecture or DEFAULT_ARCHITECTURE).config_class
+        check_values(config_class, toml.get("model", {}), "model")
         model = {**toml.get("model", {}), **{k: v for k, v in self.model.items() if v is not None}}
         train = {**toml.get("train", {}), **{k: v for k, v in self.train.items() if v is not None}}
         check_values(TrainConfig, train, "train")
-        return self.architecture or toml.get("architecture"), self.preset or toml.get("preset"), model, train
+        return architecture, self.preset or toml.get("preset"), model, train
 
 
 def build_run_config(
@@ -169,8 +176,6 @@ def new_run_config(request: RunRequest, default_preset: str | None = DEFAULT_PRE
     """The configuration of a new run: the preset, then the TOML file, then the flags."""
     architecture, preset, model, train = request.given()
     architecture = architecture or DEFAULT_ARCHITECTURE
-    if architecture not in ARCHITECTURES:
-        raise ConfigError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
     preset = preset or default_preset
     base: dict = {"model": {}, "train": {}}
     if preset is not None:
