@@ -7,8 +7,7 @@ import torch.nn.functional as F
 
 from synaptorch import BDH, BDHConfig
 from synaptorch.checkpoint import load_model, load_trainer_state, step_checkpoints
-from synaptorch.device import pick_device
-from synaptorch.errors import ConfigError, DataError
+from synaptorch.errors import DataError
 from synaptorch.train.config import build_run_config
 from synaptorch.train.trainer import BatchSampler, Trainer, evaluate_loss
 
@@ -141,14 +140,6 @@ def test_gradient_accumulation_counts_every_micro_batch(corpus, tmp_path):
     trainer = Trainer(tiny_run(corpus, grad_accum=3), tmp_path / "run", progress=False)
     trainer.train_step()
     assert trainer.tokens_seen == 3 * 4 * BLOCK
-
-
-def test_pick_device(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert pick_device("auto") == CPU
-    assert pick_device("cpu") == CPU
-    with pytest.raises(ConfigError, match="CUDA"):
-        pick_device("cuda")
 
 
 # --- BatchSampler --------------------------------------------------------------------------------
