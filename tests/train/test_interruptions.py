@@ -11,29 +11,9 @@ import torch
 
 from synaptorch.checkpoint import load_model, step_checkpoints
 from synaptorch.errors import ConfigError
-from synaptorch.train.config import build_run_config
 from synaptorch.train.trainer import RunInterrupted, Trainer
 
 STEP_WITH_SIGNAL = 3  # signals arrive while step 3 (or the evaluation after it) is under way
-
-
-def tiny_run(corpus, **train):
-    return build_run_config(
-        model_overrides={"n_layer": 1, "n_embd": 16, "n_head": 2, "n_neuron": 32, "dropout": 0.2},
-        train_overrides={
-            "data": str(corpus),
-            "batch_size": 4,
-            "block_size": 16,
-            "max_steps": 6,
-            "warmup_steps": 2,
-            "log_interval": 1,
-            "eval_interval": 3,
-            "eval_tokens": 64,
-            "keep_last": 10,
-            "device": "cpu",
-            **train,
-        },
-    )
 
 
 def _send_once(trainer: Trainer, signum: int, *, after_step: int) -> Callable[..., None]:
@@ -76,7 +56,7 @@ def _weights_equal(a, b) -> bool:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("point", ["forward", "backward", "optimizer step", "evaluation"])
 def test_a_signal_anywhere_stops_at_the_step_boundary_and_resumes_exactly(
-    corpus, tmp_path, train_losses, read_metrics, point, signum
+    corpus, tmp_path, train_losses, read_metrics, point, signum, tiny_run
 ):
     run = tiny_run(corpus, grad_accum=2)
     Trainer(run, tmp_path / "straight", progress=False).fit()
@@ -98,7 +78,7 @@ def test_a_signal_anywhere_stops_at_the_step_boundary_and_resumes_exactly(
     assert _weights_equal(load_model(tmp_path / "stopped"), load_model(tmp_path / "straight"))
 
 
-def test_a_second_signal_stops_at_once_keeping_the_last_checkpoint(corpus, tmp_path):
+def test_a_second_signal_stops_at_once_keeping_the_last_checkpoint(corpus, tmp_path, tiny_run):
     trainer = Trainer(tiny_run(corpus), tmp_path / "run", progress=False)
 
     def twice(*args):
@@ -112,13 +92,13 @@ def test_a_second_signal_stops_at_once_keeping_the_last_checkpoint(corpus, tmp_p
     assert [p.name for p in step_checkpoints(tmp_path / "run")] == ["step-0000003"]
 
 
-def test_the_previous_signal_handlers_come_back_after_fit(corpus, tmp_path):
+def test_the_previous_signal_handlers_come_back_after_fit(corpus, tmp_path, tiny_run):
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     Trainer(tiny_run(corpus, max_steps=2), tmp_path / "run", progress=False).fit()
     assert {signum: signal.getsignal(signum) for signum in before} == before
 
 
-def test_a_run_folder_in_use_is_refused_until_released(corpus, tmp_path):
+def test_a_run_folder_in_use_is_refused_until_released(corpus, tmp_path, tiny_run):
     run = tiny_run(corpus, max_steps=2)
     first = Trainer(run, tmp_path / "run", progress=False)
     with pytest.raises(ConfigError, match="in use by another process"):

@@ -15,26 +15,6 @@ CPU = torch.device("cpu")
 BLOCK = 16
 
 
-def tiny_run(corpus, **train):
-    # Dropout > 0 so that a resume is only exact if the random state is restored too.
-    return build_run_config(
-        model_overrides={"n_layer": 1, "n_embd": 16, "n_head": 2, "n_neuron": 32, "dropout": 0.2},
-        train_overrides={
-            "data": str(corpus),
-            "batch_size": 4,
-            "block_size": BLOCK,
-            "max_steps": 6,
-            "warmup_steps": 2,
-            "log_interval": 1,
-            "eval_interval": 3,
-            "eval_tokens": 64,
-            "keep_last": 10,
-            "device": "cpu",
-            **train,
-        },
-    )
-
-
 def assert_same_weights(a, b):
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
@@ -45,7 +25,7 @@ def assert_same_weights(a, b):
 # --- exact resume -------------------------------------------------------------------------------
 
 
-def test_resume_continues_exactly_where_it_stopped(corpus, tmp_path, train_losses):
+def test_resume_continues_exactly_where_it_stopped(corpus, tmp_path, train_losses, tiny_run):
     run = tiny_run(corpus, grad_accum=2)
     straight = Trainer(run, tmp_path / "straight", progress=False)
     straight.fit()
@@ -72,7 +52,7 @@ def test_resume_continues_exactly_where_it_stopped(corpus, tmp_path, train_losse
         assert all(torch.equal(moments[0][key][m], moments[1][key][m]) for m in ("exp_avg", "exp_avg_sq"))
 
 
-def test_resume_after_a_crash_logs_each_step_once(corpus, tmp_path, read_metrics, train_losses):
+def test_resume_after_a_crash_logs_each_step_once(corpus, tmp_path, read_metrics, train_losses, tiny_run):
     run = tiny_run(corpus)
     Trainer(run, tmp_path / "straight", progress=False).fit()
 
@@ -100,7 +80,7 @@ def test_resume_after_a_crash_logs_each_step_once(corpus, tmp_path, read_metrics
 # --- the loop ------------------------------------------------------------------------------------
 
 
-def test_fit_evaluates_and_saves_every_eval_interval(corpus, tmp_path, read_metrics):
+def test_fit_evaluates_and_saves_every_eval_interval(corpus, tmp_path, read_metrics, tiny_run):
     trainer = Trainer(tiny_run(corpus), tmp_path / "run", progress=False)
     result = trainer.fit()
     assert [p.name for p in step_checkpoints(tmp_path / "run")] == ["step-0000003", "step-0000006"]
@@ -110,33 +90,33 @@ def test_fit_evaluates_and_saves_every_eval_interval(corpus, tmp_path, read_metr
     assert math.isfinite(result["val_loss"])
 
 
-def test_max_time_stops_early_with_a_checkpoint(corpus, tmp_path):
+def test_max_time_stops_early_with_a_checkpoint(corpus, tmp_path, tiny_run):
     trainer = Trainer(tiny_run(corpus, max_steps=100, max_time=1e-9), tmp_path / "run", progress=False)
     result = trainer.fit()
     assert trainer.step == result["step"] == 1
     assert [p.name for p in step_checkpoints(tmp_path / "run")] == ["step-0000001"]
 
 
-def test_a_diverging_loss_is_a_user_error(corpus, tmp_path, monkeypatch):
+def test_a_diverging_loss_is_a_user_error(corpus, tmp_path, monkeypatch, tiny_run):
     trainer = Trainer(tiny_run(corpus), tmp_path / "run", progress=False)
     monkeypatch.setattr(trainer, "train_step", lambda: math.nan)
     with pytest.raises(DataError, match="diverged"):
         trainer.fit()
 
 
-def test_a_split_of_one_block_plus_one_token_is_enough(tmp_path):
+def test_a_split_of_one_block_plus_one_token_is_enough(tmp_path, tiny_run):
     (tmp_path / "c.txt").write_text("x" * 2 * (BLOCK + 1))
     run = tiny_run(tmp_path / "c.txt", val_fraction=0.5, max_steps=1)
     assert math.isfinite(Trainer(run, tmp_path / "run", progress=False).fit()["val_loss"])
 
 
-def test_a_split_shorter_than_one_block_plus_one_token_is_refused(tmp_path):
+def test_a_split_shorter_than_one_block_plus_one_token_is_refused(tmp_path, tiny_run):
     (tmp_path / "c.txt").write_text("x" * 2 * BLOCK)
     with pytest.raises(DataError, match=f"split has {BLOCK} tokens"):
         Trainer(tiny_run(tmp_path / "c.txt", val_fraction=0.5), tmp_path / "run", progress=False)
 
 
-def test_gradient_accumulation_counts_every_micro_batch(corpus, tmp_path):
+def test_gradient_accumulation_counts_every_micro_batch(corpus, tmp_path, tiny_run):
     trainer = Trainer(tiny_run(corpus, grad_accum=3), tmp_path / "run", progress=False)
     trainer.train_step()
     assert trainer.tokens_seen == 3 * 4 * BLOCK
@@ -236,7 +216,7 @@ def test_evaluate_loss_needs_one_whole_window(model):
 
 
 @pytest.mark.parametrize("architecture", ["bdh", "gpt"])
-def test_recompute_trains_the_same_as_storing_activations(corpus, tmp_path, architecture):
+def test_recompute_trains_the_same_as_storing_activations(corpus, tmp_path, architecture, tiny_run):
     def losses(recompute):
         run = tiny_run(corpus, recompute=recompute)
         if architecture == "gpt":

@@ -6,19 +6,46 @@ import json
 
 import click
 
-from synaptorch.cli.options import device_option, user_errors
+from synaptorch.cli.options import apply, device_option, user_errors
+from synaptorch.inference import SPLITS
 
-SPLIT = click.Choice(["val", "train", "all"])
+
+def corpus_options(command):
+    """The corpus scored and its split."""
+    return apply(
+        command,
+        [
+            click.option(
+                "--data", default="pydoc", show_default=True, help="Corpus: pydoc, shakespeare, a file or folder."
+            ),
+            click.option(
+                "--split",
+                type=click.Choice(SPLITS),
+                default="val",
+                show_default=True,
+                help="Part of the corpus to score.",
+            ),
+            click.option("--val-fraction", default=0.1, show_default=True, type=float, help="Share kept for val."),
+        ],
+    )
+
+
+def window_options(command):
+    """How the corpus is cut into windows and batches."""
+    return apply(
+        command,
+        [
+            click.option("--block-size", type=int, help="Window length.  [default: the training block size, else 128]"),
+            click.option("--batch-size", default=16, show_default=True, type=int, help="Windows per batch."),
+        ],
+    )
 
 
 @click.command("eval")
 @click.option("--checkpoint", required=True, help="Checkpoint folder, or a run folder (its latest checkpoint).")
-@click.option("--data", default="pydoc", show_default=True, help="Corpus: pydoc, shakespeare, a file or a folder.")
-@click.option("--split", type=SPLIT, default="val", show_default=True, help="Part of the corpus to score.")
-@click.option("--val-fraction", default=0.1, show_default=True, type=float, help="Share of the corpus kept for val.")
+@corpus_options
 @click.option("--tokenizer", help="tokenizer.json to use instead of the checkpoint's own.  [default: the checkpoint's]")
-@click.option("--block-size", type=int, help="Window length.  [default: the training block size, else 128]")
-@click.option("--batch-size", default=16, show_default=True, type=int, help="Windows per batch.")
+@window_options
 @click.option("--max-tokens", default=0, show_default=True, type=int, help="Score at most this many tokens (0: all).")
 @device_option()
 @user_errors
@@ -35,11 +62,8 @@ def eval_command(checkpoint, data, split, val_fraction, tokenizer, block_size, b
 @click.command("spike-eval")
 @click.argument("checkpoint")
 @click.option("--steps", default="1,2,4,8,16,32,64", show_default=True, help="Time steps per token, comma-separated.")
-@click.option("--data", default="pydoc", show_default=True, help="Corpus: pydoc, shakespeare, a file or a folder.")
-@click.option("--split", type=SPLIT, default="val", show_default=True, help="Part of the corpus to score.")
-@click.option("--val-fraction", default=0.1, show_default=True, type=float, help="Share of the corpus kept for val.")
-@click.option("--block-size", type=int, help="Window length.  [default: the training block size, else 128]")
-@click.option("--batch-size", default=16, show_default=True, type=int, help="Windows per batch.")
+@corpus_options
+@window_options
 @click.option(
     "--max-tokens", default=16384, show_default=True, type=int, help="Score at most this many tokens (0: all)."
 )
