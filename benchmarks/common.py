@@ -1,7 +1,9 @@
-"""Helpers shared by the benchmarks: where the shared data lives, memory readings, the machine."""
+"""Helpers shared by the benchmarks: where the shared data lives, memory readings, the record they print."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import platform
 import resource
@@ -60,14 +62,34 @@ def current_rss_mib() -> float:
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def machine() -> str:
+def machine() -> dict:
+    """What a figure depends on besides the code: the CPU, its cores and torch's threads, the GPU."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+    }
+
+
+def emit(benchmark: str, record: dict) -> None:
+    """Print a benchmark's result as its one JSON line, the last line of its output, with the
+    machine, the torch version and the time (UTC) it was measured at."""
+    line = {
+        "benchmark": benchmark,
+        **record,
+        "machine": machine(),
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    print(json.dumps(line), flush=True)
 
 
 # The models the comparison benchmarks measure: BDH and its GPT matched by parameters and by FLOPs.
@@ -78,7 +100,7 @@ def training_step(model, optimizer, idx) -> None:
     """One step of next-token training on idx (B, T + 1), as the trainer takes it."""
     import torch.nn.functional as F
 
-    from synaptorch.train.trainer import autocast_for
+    from synaptorch.device import autocast_for
 
     with autocast_for(idx.device):
         logits = model(idx[:, :-1])

@@ -14,13 +14,12 @@ on the whole validation split; `--plot` writes both curves.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 from synaptorch.checkpoint import read_metrics
 
-from common import SHAKESPEARE, machine, save_figure, train_for_budget
+from common import SHAKESPEARE, emit, save_figure, train_for_budget
 
 
 def run_model(architecture: str, preset: str, budget: float, eval_interval: int, data: str, device: str) -> dict:
@@ -84,7 +83,7 @@ def main() -> None:
     ]
     if args.plot:
         plot(results, args.plot)
-    print(json.dumps({"benchmark": "compare_lm", "budget_s": budget, "results": results, "machine": machine()}))
+    emit("compare_lm", {"budget_s": budget, "results": results})
 
 
 if __name__ == "__main__":

@@ -18,13 +18,12 @@ and KL(teacher || student) over the teacher's top k ids.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from common import SHAKESPEARE, machine, peak_rss_mib
+from common import SHAKESPEARE, emit, peak_rss_mib
 
 # A BDH of cpu-tiny's layout with a narrower residual stream: with SmolLM2's 49,152-id vocabulary
 # the embedding and readout hold nearly all parameters and cost, and they grow with n_embd.
@@ -128,7 +127,6 @@ def main() -> None:
         )
 
     record = {
-        "benchmark": "distill",
         "teacher": "smollm2",
         "data": args.data,
         "chars": n_chars,
@@ -152,9 +150,8 @@ def main() -> None:
             runs["data_only_equal_seconds"]["val_loss"] - runs["distilled"]["val_loss"], 4
         ),
         "peak_rss_mib": round(peak_rss_mib(), 1),
-        "machine": machine(),
     }
-    print(json.dumps(record))
+    emit("distill", record)
 
 
 if __name__ == "__main__":

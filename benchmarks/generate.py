@@ -12,7 +12,6 @@ slowest median latency over the fastest, and `rss_spread` the same for resident 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -23,7 +22,7 @@ from synaptorch import BDH
 from synaptorch.models.sampling import prefill, stream_tokens
 from synaptorch.train.config import build_run_config
 
-from common import current_rss_mib, machine
+from common import current_rss_mib, emit
 
 
 def state_mib(state) -> float:
@@ -94,13 +93,11 @@ def main() -> None:
     model = BDH.from_pretrained(args.checkpoint) if args.checkpoint else BDH(build_run_config(args.preset).model)
     result = measure_generation(model, [int(c) for c in args.contexts.split(",")], args.tokens, args.repeats)
     record = {
-        "benchmark": "generate",
         "model": model.config.to_dict(),
         **result,
         "flat_within_20_percent": result["latency_spread"] <= 1.2 and result["rss_spread"] <= 1.2,
-        "machine": machine(),
     }
-    print(json.dumps(record))
+    emit("generate", record)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ number of parameters) and random weights: speed does not depend on what the weig
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
@@ -20,7 +19,7 @@ from generate import measure_generation
 from synaptorch.registry import model_class
 from synaptorch.train.config import build_run_config
 
-from common import machine, save_figure
+from common import emit, save_figure
 
 
 def plot(results: dict, path: str) -> None:
@@ -60,7 +59,7 @@ def main() -> None:
         results[architecture] = measure_generation(model.to(args.device), contexts, tokens, repeats)
     if args.plot:
         plot(results, args.plot)
-    print(json.dumps({"benchmark": "generation", "results": results, "machine": machine()}))
+    emit("generation", {"results": results})
 
 
 if __name__ == "__main__":

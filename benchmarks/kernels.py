@@ -28,7 +28,7 @@ import torch
 from synaptorch.models.bdh import BDH
 from synaptorch.train.config import build_run_config
 
-from common import best_seconds, machine, matmul_peak_flops, peak_rss_mib, training_step
+from common import best_seconds, emit, matmul_peak_flops, peak_rss_mib, training_step
 
 GIB = 2**30
 
@@ -167,7 +167,7 @@ def main() -> None:
         return
 
     peak, _ = matmul_peak_flops(torch.device("cpu"))
-    record = {"benchmark": "kernels", "matmul_peak_gflops": round(peak / 1e9, 1)}
+    record = {"matmul_peak_gflops": round(peak / 1e9, 1)}
     if args.quick:
         record["train"] = measure_training(512, 2048, rounds=2, peak=peak)
         record["chunk_sizes"] = measure_chunk_sizes(1024, (32, 64, 128), rounds=1)
@@ -178,8 +178,7 @@ def main() -> None:
         record["chunk_sizes"] = measure_chunk_sizes(4096, (32, 64, 128, 256, 512), rounds=3)
         record["memory"] = measure_memory(batch=16, seq_len=4096)
         record["generate"] = measure_generation([256, 1024, 4096, 16384], tokens=100, rounds=5)
-    record["machine"] = machine()
-    print(json.dumps(record))
+    emit("kernels", record)
 
 
 if __name__ == "__main__":

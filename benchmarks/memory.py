@@ -18,11 +18,11 @@ import sys
 
 import torch
 
+from synaptorch.device import pick_device
 from synaptorch.registry import model_class
 from synaptorch.train.config import build_run_config
-from synaptorch.train.trainer import pick_device
 
-from common import MODELS_MEASURED, current_rss_mib, machine, peak_rss_mib, training_step
+from common import MODELS_MEASURED, current_rss_mib, emit, peak_rss_mib, training_step
 
 
 def one_step_peak_mib(architecture: str, preset: str, seq_len: int, device: torch.device) -> float:
@@ -67,7 +67,7 @@ def main() -> None:
             else:
                 peak = round(json.loads(done.stdout.splitlines()[-1])["peak_mib"], 1)
             rows.append({"model": f"{architecture}:{preset}", "seq_len": seq_len, "peak_step_mib": peak})
-    print(json.dumps({"benchmark": "memory", "device": str(device), "batch": 1, "rows": rows, "machine": machine()}))
+    emit("memory", {"device": str(device), "batch": 1, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -13,15 +13,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 import torch.nn.functional as F
 
 from synaptorch.checkpoint import load_checkpoint_tokenizer, load_model
-from synaptorch.models.bdh import BDH, BDHConfig, _generation_layers, rope
+from synaptorch.models.bdh import BDH, BDHConfig
+from synaptorch.models.bdh_generation import _generation_layers
+from synaptorch.models.layers import rope
 
-from common import SHAKESPEARE, best_seconds, machine
+from common import SHAKESPEARE, best_seconds, emit
 
 WIDTHS = {"cpu-tiny": (4, 256, 128), "mid": (4, 2048, 256), "paper-25m": (4, 8192, 256)}  # heads, N, d
 DENSITIES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -69,7 +70,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer timed calls, two widths")
     args = parser.parse_args()
 
-    record: dict = {"benchmark": "sparsity"}
+    record: dict = {}
     if args.checkpoint:
         with open(args.data, encoding="utf-8", errors="replace") as f:
             text = f.read()
@@ -78,8 +79,7 @@ def main() -> None:
     widths = dict(list(WIDTHS.items())[:2]) if args.quick else WIDTHS
     calls = 5 if args.quick else 20
     record["crossover"] = {name: crossover(*shape, calls=calls) for name, shape in widths.items()}
-    record["machine"] = machine()
-    print(json.dumps(record))
+    emit("sparsity", record)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ multiply-accumulates the ReLU model spends on the same synapses (see src/synapto
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 
@@ -21,7 +20,7 @@ from synaptorch.checkpoint import load_checkpoint_tokenizer, load_model, read_me
 from synaptorch.data.corpus import load_corpus
 from synaptorch.train.spiking import as_records, convert, evaluate_spiking, finetune_spiking, parse_time_steps
 
-from common import SHAKESPEARE, machine, save_figure, train_for_budget
+from common import SHAKESPEARE, emit, save_figure, train_for_budget
 
 
 def plot(path: str, relu: dict, rows: list[dict]) -> None:
@@ -94,9 +93,8 @@ def main() -> None:
         **records,
         "seconds": round(seconds, 1),
         "finetuned": finetuned,
-        "machine": machine(),
     }
-    print(json.dumps(report))
+    emit("spiking_bdh", report)
 
 
 if __name__ == "__main__":

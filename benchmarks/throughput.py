@@ -15,16 +15,15 @@ CPU, bf16 on CUDA, matching the precision the models run in there.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
 
+from synaptorch.device import autocast_for, pick_device
 from synaptorch.registry import model_class
 from synaptorch.train.config import build_run_config
-from synaptorch.train.trainer import autocast_for, pick_device
 
-from common import MODELS_MEASURED, machine, matmul_peak_flops, sync, training_step
+from common import MODELS_MEASURED, emit, matmul_peak_flops, sync, training_step
 
 
 def seconds_per_call(fn, device: torch.device, min_seconds: float, min_calls: int = 2) -> float:
@@ -93,15 +92,13 @@ def main() -> None:
             row["infer_flops_per_s"] = round(row["infer_flops_per_s"] / 1e9, 2)
             rows.append(row)
     record = {
-        "benchmark": "throughput",
         "device": str(device),
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "peak_dtype": peak_dtype,
         "flops_unit": "GFLOP/s",
         "rows": rows,
-        "machine": machine(),
     }
-    print(json.dumps(record))
+    emit("throughput", record)
 
 
 if __name__ == "__main__":

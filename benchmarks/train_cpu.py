@@ -11,10 +11,9 @@ with the budget. The final validation loss is measured on the whole validation s
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 
-from common import SHAKESPEARE, machine, peak_rss_mib, train_for_budget
+from common import SHAKESPEARE, emit, peak_rss_mib, train_for_budget
 
 TARGET_NATS_PER_BYTE = 1.75
 
@@ -34,7 +33,6 @@ def main() -> None:
         final = trainer.evaluate(max_tokens=0)
 
     record = {
-        "benchmark": "train_cpu",
         "preset": args.preset,
         "data": args.data,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
@@ -49,9 +47,8 @@ def main() -> None:
         "target_nats_per_byte": TARGET_NATS_PER_BYTE,
         "target_met": final["val_loss"] <= TARGET_NATS_PER_BYTE,
         "peak_rss_mib": round(peak_rss_mib(), 1),
-        "machine": machine(),
     }
-    print(json.dumps(record))
+    emit("train_cpu", record)
 
 
 if __name__ == "__main__":

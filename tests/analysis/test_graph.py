@@ -73,6 +73,9 @@ def test_power_law_degrees_of_a_configuration_graph():
     stats = graph_stats(graph, seed=0, baselines=1)
     assert stats.out_power_law.alpha == pytest.approx(2.5, abs=0.2)
     assert stats.in_power_law.alpha == pytest.approx(2.5, abs=0.2)
+    record = stats.to_dict()["out_power_law"]
+    assert set(record) == {"alpha", "x_min", "ks", "n_tail", "lr_lognormal", "p_lognormal"}
+    assert record["ks"] < 0.05 and 0 <= record["p_lognormal"] <= 1
 
 
 def test_threshold_keeps_the_largest_positive_off_diagonal_entries():

@@ -56,6 +56,10 @@ def test_report_renders_with_every_image_it_links(tmp_path, make_text):
     assert summary["sparsity"]["tokens"] == len(text.encode())
     assert set(summary["graph"]) == {"G_x", "G_y"}
     assert len(summary["trace"]["top"]) == 5
+    assert all(row["p_holm"] >= row["p"] for row in summary["trace"]["top"])
+    assert "<th>p_holm</th>" in (folder / "report.html").read_text(encoding="utf-8")
+    header = (folder / "graph.csv").read_text().splitlines()[0].split(",")
+    assert {"in_ks", "in_lr_lognormal", "in_p_lognormal", "out_lr_lognormal", "out_p_lognormal"} <= set(header)
     assert (folder / "neurons.csv").read_text().count("\n") == 1 + 2 * 2 * 32
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temporary files left
 
@@ -170,7 +174,7 @@ def test_help_of_every_inspect_command_lists_its_options(cli):
 
     from synaptorch.cli import main
 
-    for name, command in main.commands["inspect"].commands.items():
+    for name, command in main.get_command(None, "inspect").commands.items():
         result = cli("inspect", name, "--help")
         assert result.exit_code == 0
         for param in command.params:

@@ -37,6 +37,12 @@ def test_tracing_recovers_the_planted_synapse(planted_model):
     assert first.u == trace.sentences_with * trace.sentences_without
     assert first.rank_biserial == 1
     assert first.p < 1e-5
+    # Holm multiplies the smallest of the 5 p-values by 5, and never lowers one.
+    assert first.p_holm == pytest.approx(min(1.0, 5 * min(s.p for s in trace.synapses)))
+    assert all(s.p_holm >= s.p for s in trace.synapses)
+    summary = trace.summary()
+    assert summary["synapses_tested"] == 5 and summary["selective_at_0.05"] >= 1
+    assert summary["top"][0]["p_holm"] > 0  # small p-values keep their digits
     assert first.mean_without == 0 and first.mean_with > 0.1
     kept, _ = split_held_out(text, 0.4)
     assert trace.concept_tokens == 2 * kept.count("qq")

@@ -14,7 +14,7 @@ from synaptorch.checkpoint import load_model, read_meta, save_model
 from synaptorch.data.corpus import load_corpus
 from synaptorch.data.tokenizer import HFTokenizer
 from synaptorch.errors import ConfigError, DataError
-from synaptorch.train.config import build_run_config
+from synaptorch.train.config import RunRequest, build_run_config
 from synaptorch.train.distill import (
     DistillConfig,
     DistillTrainer,
@@ -195,8 +195,11 @@ def test_distillation_resumes_exactly_and_only_from_its_teacher(corpus, teacher,
     first.train_step()
     first.train_step()
     first.save()
-    # The saved settings win over those passed on resume.
-    resumed = DistillTrainer(run, tmp_path / "resumed", teacher, DistillConfig(), resume=True, progress=False)
+    first.close()
+    # The saved settings are kept; one given again with another value is refused.
+    with pytest.raises(ConfigError, match="--tau cannot change on resume"):
+        DistillTrainer.resume(tmp_path / "resumed", teacher, progress=False, given={"tau": 1.0})
+    resumed = DistillTrainer.resume(tmp_path / "resumed", teacher, progress=False, given={"tau": 2.0})
     assert resumed.distill == settings and resumed.step == 2
     resumed.fit()
     expected = train_losses(tmp_path / "straight")
@@ -204,17 +207,17 @@ def test_distillation_resumes_exactly_and_only_from_its_teacher(corpus, teacher,
 
     other = load_teacher(sharp_teacher(tmp_path / "other", seed=2))
     with pytest.raises(ConfigError, match="another teacher"):
-        DistillTrainer(run, tmp_path / "resumed", other, resume=True, progress=False)
+        DistillTrainer.resume(tmp_path / "resumed", other, progress=False)
     with pytest.raises(ConfigError, match="without --cache"):
-        DistillTrainer(run, tmp_path / "resumed", teacher, cache=tmp_path / "cache", resume=True, progress=False)
+        DistillTrainer.resume(tmp_path / "resumed", teacher, cache=tmp_path / "cache", progress=False)
 
 
 def test_a_resumed_run_reads_its_cache_where_it_is_now(corpus, teacher, tmp_path):
     run = tiny_run(corpus, max_steps=2, eval_interval=2)
     DistillTrainer(run, tmp_path / "run", teacher, cache=tmp_path / "cache", progress=False).fit()
     (tmp_path / "cache").rename(tmp_path / "moved")
-    longer = tiny_run(corpus, max_steps=3, eval_interval=2)
-    resumed = DistillTrainer(longer, tmp_path / "run", teacher, cache=tmp_path / "moved", resume=True, progress=False)
+    longer = RunRequest(train={"max_steps": 3})
+    resumed = DistillTrainer.resume(tmp_path / "run", teacher, cache=tmp_path / "moved", request=longer, progress=False)
     assert resumed.cache == str((tmp_path / "moved").resolve())
     resumed.fit()
     assert not (tmp_path / "cache").exists()  # the teacher was not run again into the old path
@@ -265,13 +268,62 @@ def test_the_student_takes_the_teachers_tokenizer_and_a_byte_student_is_refused(
     assert (trainer.last_checkpoint / "tokenizer.json").read_bytes() == Path(teacher.tokenizer_spec).read_bytes()
 
 
-def test_a_padded_teacher_vocabulary_is_cut_to_its_tokenizer(corpus, tmp_path, make_word_tokenizer):
+def test_a_checkpoint_teacher_is_loaded_as_for_inference(corpus, tmp_path, make_word_tokenizer):
     words = sorted(set(Path(corpus).read_text().split()))
     tokenizer = HFTokenizer(make_word_tokenizer(tmp_path / "words.json", words))
     padded = BDH(BDHConfig(n_layer=1, n_embd=16, n_head=2, n_neuron=32, vocab_size=tokenizer.vocab_size + 7))
-    teacher = load_teacher(save_model(padded, tmp_path / "padded", tokenizer=tokenizer))
-    logits = teacher.logits(torch.zeros(2, 5, dtype=torch.long))
-    assert logits.shape == (2, 5, tokenizer.vocab_size)
+    with pytest.raises(DataError, match="vocabulary mismatch"):
+        load_teacher(save_model(padded, tmp_path / "padded", tokenizer=tokenizer))
+    model = BDH(BDHConfig(n_layer=1, n_embd=16, n_head=2, n_neuron=32, vocab_size=tokenizer.vocab_size))
+    teacher = load_teacher(save_model(model, tmp_path / "run" / "step-0000004", tokenizer=tokenizer).parent)
+    assert not teacher.model.training and teacher.tokenizer.identity() == tokenizer.identity()
+    assert teacher.tokenizer_spec == str(tmp_path / "run" / "step-0000004" / "tokenizer.json")
+
+
+def hf_teacher_folder(folder: Path, words: list[str], padding: int) -> Path:
+    """A one-layer Llama saved by save_pretrained (safetensors), with a word-level tokenizer and an
+    output layer `padding` ids wider than it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["[UNK]", *words])}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]").save_pretrained(folder)
+    torch.manual_seed(0)
+    shape = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = LlamaConfig(vocab_size=len(words) + 1 + padding, num_key_value_heads=2, **shape)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_hugging_face_teacher_loads_safetensors_and_cuts_its_padded_vocabulary(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from transformers import AutoModelForCausalLM
+
+    folder = hf_teacher_folder(tmp_path / "hf", ["the", "neuron", "fires"], padding=7)
+    assert (folder / "model.safetensors").is_file()
+    asked = []
+    load = AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *a, **kw: asked.append(kw) or load(*a, **kw))
+    teacher = load_teacher(folder)
+    assert teacher.logits(torch.zeros(2, 5, dtype=torch.long)).shape == (2, 5, 4)
+    assert asked[0]["use_safetensors"] is True  # never the fallback to pytorch_model.bin
+
+
+@pytest.mark.parametrize("pickled", ["pytorch_model.bin", "pytorch_model.bin.index.json"])
+def test_a_hugging_face_folder_with_only_pickled_weights_is_refused(tmp_path, pickled):
+    from synaptorch.errors import CheckpointError
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (folder / pickled).write_bytes(b"never unpickled")
+    with pytest.raises(CheckpointError, match=rf"only pickled PyTorch weights \({pickled}\)") as refused:
+        load_teacher(folder)
+    assert len(str(refused.value).splitlines()) == 1
+    (folder / pickled).unlink()
+    with pytest.raises(CheckpointError, match="no safetensors weights"):
+        load_teacher(folder)
 
 
 # --- the cache -----------------------------------------------------------------------------------

@@ -1,28 +1,36 @@
-"""Looking inside BDH: sparsity, Hebbian synapses, monosemantic neurons and the neuron graph."""
+"""Looking inside BDH: sparsity, Hebbian synapses, monosemantic neurons and the neuron graph.
 
-from synaptorch.analysis.graph import graph_stats, neuron_graphs, neuron_matrices, threshold_graph
-from synaptorch.analysis.neurons import NeuronCollector, NeuronSelectivity
-from synaptorch.analysis.report import build_report, measure_activity
-from synaptorch.analysis.sparsity import Sparsity, SparsityCounter
-from synaptorch.analysis.stats import fit_power_law, mann_whitney_u
-from synaptorch.analysis.synapses import Trace, trace_concept
-from synaptorch.analysis.text import concept_pattern, encode_text
+The names below are imported from their submodules on first use: importing one submodule (the
+command line imports each where it needs it) runs this file first, and importing every other
+submodule from here would make each of them depend on all the rest, report.py included.
+"""
 
-__all__ = [
-    "NeuronCollector",
-    "NeuronSelectivity",
-    "Sparsity",
-    "SparsityCounter",
-    "Trace",
-    "build_report",
-    "concept_pattern",
-    "encode_text",
-    "fit_power_law",
-    "graph_stats",
-    "mann_whitney_u",
-    "measure_activity",
-    "neuron_graphs",
-    "neuron_matrices",
-    "threshold_graph",
-    "trace_concept",
-]
+from importlib import import_module
+
+_SUBMODULE = {
+    "NeuronCollector": "neurons",
+    "NeuronSelectivity": "neurons",
+    "Sparsity": "sparsity",
+    "SparsityCounter": "sparsity",
+    "Trace": "synapses",
+    "build_report": "report",
+    "concept_pattern": "text",
+    "encode_text": "text",
+    "fit_power_law": "stats",
+    "graph_stats": "graph",
+    "holm": "stats",
+    "mann_whitney_u": "stats",
+    "measure_activity": "report",
+    "neuron_graphs": "graph",
+    "neuron_matrices": "graph",
+    "threshold_graph": "graph",
+    "trace_concept": "synapses",
+}
+
+__all__ = sorted(_SUBMODULE)
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULE:
+        return getattr(import_module(f"{__name__}.{_SUBMODULE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

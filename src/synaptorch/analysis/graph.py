@@ -16,6 +16,10 @@ the largest values, and only positive ones.
 Modularity is the directed modularity (Leicht and Newman) of the partition that networkx's
 Louvain method finds on the directed graph, against the same on degree-preserving random graphs:
 the graph rewired by edge swaps that keep every node's in- and out-degree.
+
+The in- and out-degrees are fitted by a discrete power law (`stats.fit_power_law`), reported
+with its Kolmogorov-Smirnov distance and its log-likelihood ratio against a lognormal: a heavy
+tail alone does not make a power law, and a lognormal often fits degree data as well or better.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from synaptorch.analysis.recording import check_bdh
-from synaptorch.analysis.stats import PowerLaw, fit_power_law
+from synaptorch.analysis.stats import PowerLaw, fit_power_law, round_for_report
 from synaptorch.errors import ConfigError
 
 
@@ -110,7 +114,7 @@ class GraphStats:
         record = asdict(self)
         for side in ("in_power_law", "out_power_law"):
             if record[side] is not None:
-                record[side] = {k: round(v, 4) if isinstance(v, float) else v for k, v in record[side].items()}
+                record[side] = {k: round_for_report(k, v, 4) for k, v in record[side].items()}
         for key in ("modularity", "baseline_mean", "baseline_std"):
             record[key] = round(record[key], 4)
         return record

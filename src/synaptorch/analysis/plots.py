@@ -117,7 +117,7 @@ def plot_synapses(trace: Trace, path: Path, shown: int = 5) -> Path:
             x = n + offset + rng.uniform(-0.08, 0.08, len(values))
             ax.plot(x, values, ".", color=colour, alpha=0.4, markersize=3)
             ax.plot([n + offset - 0.12, n + offset + 0.12], [np.median(values)] * 2, color="black")
-    labels = [f"L{s.layer} h{s.head}\nn{s.neuron} d{s.dim}\np={s.p:.1e}" for s in trace.synapses[:shown]]
+    labels = [f"L{s.layer} h{s.head}\nn{s.neuron} d{s.dim}\np_holm={s.p_holm:.1e}" for s in trace.synapses[:shown]]
     ax.set_xticks(range(shown), labels, fontsize=7)
     ax.plot([], [], ".", color="C3", label="with the concept")
     ax.plot([], [], ".", color="C0", label="without")

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from synaptorch.analysis import plots
 from synaptorch.analysis.graph import GraphStats, degrees, graph_stats, neuron_graphs
 from synaptorch.analysis.neurons import NeuronCollector, NeuronSelectivity, write_csv
+from synaptorch.analysis.plots import plot_degrees, plot_modularity, plot_monosemanticity, plot_sparsity, plot_synapses
 from synaptorch.analysis.recording import check_bdh, stream
 from synaptorch.analysis.sparsity import Sparsity, SparsityCounter
 from synaptorch.analysis.synapses import trace_concept
@@ -56,6 +56,17 @@ def measure_graphs(model: nn.Module, keep: float, seed: int, baselines: int) -> 
     return stats, {key: degrees(graph) for key, graph in graphs.items()}
 
 
+# Columns of graph.csv per side (in, out) and the PowerLaw field each shows.
+POWER_LAW_COLUMNS = {
+    "alpha": "alpha",
+    "xmin": "x_min",
+    "ks": "ks",
+    "tail": "n_tail",
+    "lr_lognormal": "lr_lognormal",
+    "p_lognormal": "p_lognormal",
+}
+
+
 def graph_rows(stats: dict[tuple[str, int], GraphStats]) -> list[dict]:
     rows = []
     for (name, head), s in sorted(stats.items()):
@@ -63,10 +74,8 @@ def graph_rows(stats: dict[tuple[str, int], GraphStats]) -> list[dict]:
         fits = {side: record.pop(f"{side}_power_law") for side in ("in", "out")}
         row = {"matrix": f"G_{name}", "head": head, **record}
         for side, fit in fits.items():
-            row[f"{side}_alpha"] = None if fit is None else fit["alpha"]
-            row[f"{side}_xmin"] = None if fit is None else fit["x_min"]
-            row[f"{side}_ks"] = None if fit is None else fit["ks"]
-            row[f"{side}_tail"] = None if fit is None else fit["n_tail"]
+            for column, field in POWER_LAW_COLUMNS.items():
+                row[f"{side}_{column}"] = None if fit is None else fit[field]
         rows.append(row)
     return rows
 
@@ -162,12 +171,12 @@ def build_report(
     if trace is not None:
         write_csv(trace.rows(), out / "synapses.csv")
 
-    plots.plot_sparsity(activity.sparsity, out / "sparsity.png")
-    plots.plot_monosemanticity(activity.selectivity, out / "monosemanticity.png")
-    plots.plot_degrees(degree_sequences, out / "degrees.png")
-    plots.plot_modularity(stats, out / "modularity.png")
+    plot_sparsity(activity.sparsity, out / "sparsity.png")
+    plot_monosemanticity(activity.selectivity, out / "monosemanticity.png")
+    plot_degrees(degree_sequences, out / "degrees.png")
+    plot_modularity(stats, out / "modularity.png")
     if trace is not None:
-        plots.plot_synapses(trace, out / "synapses.png")
+        plot_synapses(trace, out / "synapses.png")
 
     mono = activity.selectivity.monosemanticity[activity.selectivity.mass > 0]
     summary = {
@@ -209,7 +218,10 @@ def build_report(
             "Neuron graph",
             f"<p>G_x = E_h Dx_h and G_y = E_h Dy_h per head; edges: the top {keep:.1%} of off-diagonal "
             "entries, positive ones. Modularity of a Louvain partition against degree-preserving "
-            f"rewirings ({baselines} seeds, mean and std). <a href='graph.csv'>graph.csv</a></p>"
+            f"rewirings ({baselines} seeds, mean and std). Degrees: discrete power-law fit from x_min on "
+            "(alpha, KS distance to the tail, tail size) and its log-likelihood ratio against a lognormal, "
+            "lr_lognormal (positive: the power law fits better) with the p of its sign. "
+            "<a href='graph.csv'>graph.csv</a></p>"
             + _image("modularity.png", "modularity against the baseline")
             + _image("degrees.png", "degree distributions")
             + _table(rows_of_graphs),
@@ -224,8 +236,9 @@ def build_report(
                 f"with the concept, {trace.sentences_without} without. Score: mean growth of the synapse on "
                 "concept tokens minus elsewhere, the residual dimension in units of its RMS. U: pairs (with, "
                 "without) where the sentence with the concept grows the synapse more; r = 2U/(n1 n2) - 1, "
-                "+1 when every sentence with the concept is above every one without. "
-                "<a href='synapses.csv'>synapses.csv</a></p>"
+                "+1 when every sentence with the concept is above every one without. p: two-sided "
+                f"Mann-Whitney p of the synapse alone; p_holm: Holm-adjusted over the {len(trace.synapses)} "
+                "synapses tested, the one to read. <a href='synapses.csv'>synapses.csv</a></p>"
                 + _image("synapses.png", "held-out growth of the top synapses")
                 + _table(trace.rows()),
             )

@@ -19,7 +19,9 @@ however faint its neuron.)
 Selectivity: the blocks set aside are cut into sentences and lines, each read from a fresh
 state. A sentence's value for a synapse is the synapse's mean growth per token over it, and the
 sentences with the concept are compared with those without by a Mann-Whitney U test (first
-sample: with the concept).
+sample: with the concept). The top synapses are tested together, so each raw p-value comes with
+its Holm-adjusted one: a synapse whose adjusted p is below a level is selective at that level
+with the family-wise error over all synapses tested held to it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from synaptorch.analysis.recording import Batch, check_bdh, default_batch_size, run_batch, stream
-from synaptorch.analysis.stats import MannWhitney, mann_whitney_u
+from synaptorch.analysis.stats import holm, mann_whitney_u, round_for_report
 from synaptorch.analysis.text import EncodedText, concept_mask, encode_text, sentence_spans, split_held_out
 from synaptorch.data.tokenizer import Tokenizer
 from synaptorch.errors import ConfigError, DataError
@@ -132,7 +134,8 @@ class TracedSynapse:
     mean_with: float  # held-out sentences with the concept: mean growth per token
     mean_without: float
     u: float
-    p: float
+    p: float  # two-sided, of this synapse alone
+    p_holm: float  # Holm-adjusted over all synapses of the trace
     rank_biserial: float
 
 
@@ -148,7 +151,7 @@ class Trace:
     values_without: np.ndarray
 
     def rows(self) -> list[dict]:
-        return [{k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(s).items()} for s in self.synapses]
+        return [{k: round_for_report(k, v, 6) for k, v in asdict(s).items()} for s in self.synapses]
 
     def summary(self) -> dict:
         return {
@@ -157,6 +160,8 @@ class Trace:
             "tokens": self.tokens,
             "sentences_with": self.sentences_with,
             "sentences_without": self.sentences_without,
+            "synapses_tested": len(self.synapses),
+            "selective_at_0.05": sum(s.p_holm < 0.05 for s in self.synapses),  # family-wise, by Holm
             "top": self.rows()[:5],
         }
 
@@ -209,20 +214,21 @@ def trace_concept(
     batch_size = batch_size or default_batch_size(c, window)
     values_with = sentence_growth(model, held_out, with_concept, synapses, batch_size)
     values_without = sentence_growth(model, held_out, without_concept, synapses, batch_size)
-    traced = []
-    for n, (synapse, score) in enumerate(ranked):
-        test: MannWhitney = mann_whitney_u(values_with[:, n], values_without[:, n])
-        traced.append(
-            TracedSynapse(
-                **asdict(synapse),
-                score=score,
-                mean_with=float(values_with[:, n].mean()),
-                mean_without=float(values_without[:, n].mean()),
-                u=test.u,
-                p=test.p,
-                rank_biserial=test.rank_biserial,
-            )
+    tests = [mann_whitney_u(values_with[:, n], values_without[:, n]) for n in range(len(ranked))]
+    adjusted = holm([test.p for test in tests])
+    traced = [
+        TracedSynapse(
+            **asdict(synapse),
+            score=score,
+            mean_with=float(values_with[:, n].mean()),
+            mean_without=float(values_without[:, n].mean()),
+            u=test.u,
+            p=test.p,
+            p_holm=float(adjusted[n]),
+            rank_biserial=test.rank_biserial,
         )
+        for n, ((synapse, score), test) in enumerate(zip(ranked, tests, strict=True))
+    ]
     return Trace(
         pattern.pattern,
         growth.concept_tokens,

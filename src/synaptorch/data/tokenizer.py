@@ -10,6 +10,8 @@ from typing import Protocol
 from synaptorch.errors import DataError
 
 BYTES = "bytes"
+# Special tokens (end of text, chat markers) are dropped from decoded text, streamed or not.
+SKIP_SPECIAL_TOKENS = True
 
 
 class Tokenizer(Protocol):
@@ -74,7 +76,7 @@ class HFTokenizer:
         return [e.ids for e in self._tok.encode_batch(texts)]
 
     def decode(self, ids: list[int]) -> str:
-        return self._tok.decode(ids)
+        return self._tok.decode(ids, skip_special_tokens=SKIP_SPECIAL_TOKENS)
 
     def identity(self) -> str:
         return self._identity
@@ -88,23 +90,33 @@ def load_tokenizer(spec: str | Path | None) -> ByteTokenizer | HFTokenizer:
 
 
 class StreamDecoder:
-    """Turns ids into text as they arrive, never printing half a UTF-8 character or BPE merge."""
+    """Turns ids into text as they arrive, never printing half a UTF-8 character or BPE merge.
+
+    Bytes go through an incremental UTF-8 decoder. A tokenizer.json goes through `tokenizers`'
+    DecodeStream, which decodes only the ids since its last complete piece of text, so a token
+    costs the same however long the stream; it holds back text that ends in a replacement
+    character, which may be half a character, until the next id. `flush` gives what is still held
+    back at the end (the text's own replacement characters among it), from one decode of all ids.
+    """
 
     def __init__(self, tokenizer: ByteTokenizer | HFTokenizer) -> None:
         self.tokenizer = tokenizer
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._ids: list[int] = []
-        self._emitted = 0
+        if isinstance(tokenizer, ByteTokenizer):
+            self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        else:
+            from tokenizers.decoders import DecodeStream
+
+            self._stream = DecodeStream(skip_special_tokens=SKIP_SPECIAL_TOKENS)
+            self._ids: list[int] = []
+            self._emitted = 0
 
     def push(self, token: int) -> str:
         if isinstance(self.tokenizer, ByteTokenizer):
             return self._utf8.decode(bytes([token]))
         self._ids.append(token)
-        text = self.tokenizer.decode(self._ids)
-        if text.endswith("\ufffd"):  # an incomplete multi-byte character; wait for more ids
-            return ""
-        new, self._emitted = text[self._emitted :], len(text)
-        return new
+        text = self._stream.step(self.tokenizer._tok, token) or ""
+        self._emitted += len(text)
+        return text
 
     def flush(self) -> str:
         if isinstance(self.tokenizer, ByteTokenizer):

