@@ -31,27 +31,11 @@ from synaptorch.train.teacher import (
     smollm2_path,
 )
 
-TINY = {"n_layer": 1, "n_embd": 16, "n_head": 2, "n_neuron": 32, "dropout": 0.0}
 
-
-def tiny_run(corpus, tokenizer="bytes", **train):
-    return build_run_config(
-        model_overrides=TINY,
-        train_overrides={
-            "data": str(corpus),
-            "tokenizer": tokenizer,
-            "batch_size": 4,
-            "block_size": 16,
-            "max_steps": 6,
-            "warmup_steps": 2,
-            "log_interval": 1,
-            "eval_interval": 3,
-            "eval_tokens": 256,
-            "keep_last": 10,
-            "device": "cpu",
-            **train,
-        },
-    )
+@pytest.fixture(scope="session")
+def distill_run(tiny_run):
+    """The trainer tests' tiny run without dropout, evaluated on more tokens."""
+    return lambda corpus, **train: distill_run(corpus, dropout=0.0, **{"eval_tokens": 256, **train})
 
 
 def sharp_teacher(folder: Path, seed: int, architecture: str = "bdh") -> Path:
@@ -147,8 +131,8 @@ def test_impossible_settings_are_refused(bad):
 
 
 @pytest.mark.parametrize("cache", [False, True])
-def test_a_tiny_student_gets_closer_to_its_teacher_within_a_few_steps(corpus, teacher, tmp_path, cache):
-    run = tiny_run(corpus, max_steps=12, lr=1e-2, eval_interval=12)
+def test_a_tiny_student_gets_closer_to_its_teacher_within_a_few_steps(corpus, teacher, tmp_path, cache, distill_run):
+    run = distill_run(corpus, max_steps=12, lr=1e-2, eval_interval=12)
     trainer = DistillTrainer(
         run,
         tmp_path / "run",
@@ -171,11 +155,11 @@ def recorded_starts(trainer) -> list[list[int]]:
 
 
 def test_data_alone_is_the_plain_trainer_and_sees_the_batches_of_the_distilled_run(
-    corpus, teacher, tmp_path, train_losses
+    corpus, teacher, tmp_path, train_losses, distill_run
 ):
     from synaptorch.train.trainer import Trainer
 
-    run = tiny_run(corpus)
+    run = distill_run(corpus)
     Trainer(run, tmp_path / "plain", progress=False).fit()
     alone = DistillTrainer(run, tmp_path / "alpha1", teacher, DistillConfig(alpha=1.0), progress=False)
     distilled = DistillTrainer(run, tmp_path / "alpha05", teacher, DistillConfig(alpha=0.5), progress=False)
@@ -187,8 +171,8 @@ def test_data_alone_is_the_plain_trainer_and_sees_the_batches_of_the_distilled_r
     assert len(batches[0]) == 6 and batches[0] == batches[1]
 
 
-def test_distillation_resumes_exactly_and_only_from_its_teacher(corpus, teacher, tmp_path, train_losses):
-    run = tiny_run(corpus, max_steps=4, eval_interval=2)
+def test_distillation_resumes_exactly_and_only_from_its_teacher(corpus, teacher, tmp_path, train_losses, distill_run):
+    run = distill_run(corpus, max_steps=4, eval_interval=2)
     settings = DistillConfig(alpha=0.3, tau=2.0, top_k=16)
     DistillTrainer(run, tmp_path / "straight", teacher, settings, progress=False).fit()
     first = DistillTrainer(run, tmp_path / "resumed", teacher, settings, progress=False)
@@ -212,8 +196,8 @@ def test_distillation_resumes_exactly_and_only_from_its_teacher(corpus, teacher,
         DistillTrainer.resume(tmp_path / "resumed", teacher, cache=tmp_path / "cache", progress=False)
 
 
-def test_a_resumed_run_reads_its_cache_where_it_is_now(corpus, teacher, tmp_path):
-    run = tiny_run(corpus, max_steps=2, eval_interval=2)
+def test_a_resumed_run_reads_its_cache_where_it_is_now(corpus, teacher, tmp_path, distill_run):
+    run = distill_run(corpus, max_steps=2, eval_interval=2)
     DistillTrainer(run, tmp_path / "run", teacher, cache=tmp_path / "cache", progress=False).fit()
     (tmp_path / "cache").rename(tmp_path / "moved")
     longer = RunRequest(train={"max_steps": 3})
@@ -224,12 +208,12 @@ def test_a_resumed_run_reads_its_cache_where_it_is_now(corpus, teacher, tmp_path
     assert read_meta(resumed.last_checkpoint)["distill"]["cache"] == resumed.cache  # later resumes look there
 
 
-def test_top_k_defaults_to_64_with_a_cache_and_every_id_without(corpus, teacher, tmp_path):
-    cached = DistillTrainer(tiny_run(corpus), tmp_path / "a", teacher, cache=tmp_path / "cache", progress=False)
-    live = DistillTrainer(tiny_run(corpus), tmp_path / "b", teacher, progress=False)
+def test_top_k_defaults_to_64_with_a_cache_and_every_id_without(corpus, teacher, tmp_path, distill_run):
+    cached = DistillTrainer(distill_run(corpus), tmp_path / "a", teacher, cache=tmp_path / "cache", progress=False)
+    live = DistillTrainer(distill_run(corpus), tmp_path / "b", teacher, progress=False)
     assert (cached.distill.top_k, live.distill.top_k) == (64, 0)
     with pytest.raises(ConfigError, match="top-k 0"):
-        DistillTrainer(tiny_run(corpus), tmp_path / "c", teacher, DistillConfig(top_k=0), cache=tmp_path / "cache")
+        DistillTrainer(distill_run(corpus), tmp_path / "c", teacher, DistillConfig(top_k=0), cache=tmp_path / "cache")
 
 
 def test_a_gpt_teacher_and_a_gpt_student(corpus, tmp_path):
@@ -255,13 +239,15 @@ def word_teacher(corpus, tmp_path, make_word_tokenizer) -> Path:
     return save_model(model, tmp_path / "word-teacher", tokenizer=tokenizer)
 
 
-def test_the_student_takes_the_teachers_tokenizer_and_a_byte_student_is_refused(corpus, word_teacher, tmp_path):
+def test_the_student_takes_the_teachers_tokenizer_and_a_byte_student_is_refused(
+    corpus, word_teacher, tmp_path, distill_run
+):
     teacher = load_teacher(word_teacher)
     with pytest.raises(DataError, match="byte-level student"):
         check_student_tokenizer(teacher, "bytes")
     with pytest.raises(DataError, match="byte-level student"):
-        DistillTrainer(tiny_run(corpus), tmp_path / "bytes", teacher, progress=False)
-    run = tiny_run(corpus, tokenizer=teacher.tokenizer_spec, max_steps=2)
+        DistillTrainer(distill_run(corpus), tmp_path / "bytes", teacher, progress=False)
+    run = distill_run(corpus, tokenizer=teacher.tokenizer_spec, max_steps=2)
     trainer = DistillTrainer(run, tmp_path / "run", teacher, progress=False)
     trainer.fit()
     assert trainer.model.config.vocab_size == teacher.tokenizer.vocab_size
