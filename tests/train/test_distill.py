@@ -35,7 +35,7 @@ from synaptorch.train.teacher import (
 @pytest.fixture(scope="session")
 def distill_run(tiny_run):
     """The trainer tests' tiny run without dropout, evaluated on more tokens."""
-    return lambda corpus, **train: distill_run(corpus, dropout=0.0, **{"eval_tokens": 256, **train})
+    return lambda corpus, **train: tiny_run(corpus, dropout=0.0, **{"eval_tokens": 256, **train})
 
 
 def sharp_teacher(folder: Path, seed: int, architecture: str = "bdh") -> Path:
