@@ -67,6 +67,11 @@ def apply(command: Callable, options: Iterable[Callable]) -> Callable:
 _CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
 
 
+def _with_default(help: str, default: object) -> str:
+    """The help with the default it shows (the option's own default is None: given or not)."""
+    return help if default is None or "[default:" in help else f"{help}  [default: {default}]"
+
+
 def field_options(config_classes: Iterable[type], defaults: dict, skip: Iterable[str] = ()) -> list[Callable]:
     """A flag per field of the config dataclasses, with the field's help and type.
 
@@ -95,9 +100,9 @@ def field_options(config_classes: Iterable[type], defaults: dict, skip: Iterable
         accepted = [t for t in field_types(owner)[name] if t is not type(None)]
         if accepted == [bool]:
             options.append(
-                click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help, show_default=str(default))
+                click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=_with_default(help, default))
             )
             continue
         param = DEVICE if name == "device" else _CLICK_TYPES[accepted[0]]
-        options.append(click.option(flag, name, type=param, default=None, help=help, show_default=str(default)))
+        options.append(click.option(flag, name, type=param, default=None, help=_with_default(help, default)))
     return options

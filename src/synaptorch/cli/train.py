@@ -129,18 +129,19 @@ def _print_sample(trainer, n_tokens: int) -> None:
     click.echo("--------------")
 
 
+def distill_options(command):
+    from synaptorch.train.distill import DistillConfig
+
+    return apply(command, field_options([DistillConfig], {}))
+
+
 @click.command("distill")
 @click.option("--teacher", required=True, help="smollm2, a .gguf file, a Hugging Face model folder, or a checkpoint.")
 @click.option(
     "--cache",
     help="Teacher cache folder: filled once if missing, then read; refused if stale.  [default: none, a live teacher]",
 )
-@click.option("--alpha", type=float, help="Weight of the data's cross-entropy (1: data alone).  [default: 0.5]")
-@click.option("--tau", type=float, help="Temperature of the KL term (scaled by tau^2).  [default: 1.0]")
-@click.option(
-    "--top-k", type=int, help="Teacher ids kept per position, 0 for all.  [default: 64 with --cache, else all]"
-)
-@click.option("--context", type=int, help="Teacher window while filling the cache.  [default: 256]")
+@distill_options
 @click.option("--precompute-only", is_flag=True, help="Fill the --cache and stop; prints a JSON line about it.")
 @click.option("--out", default="runs/distill", show_default=True, help="Run folder for checkpoints and metrics.jsonl.")
 @run_options

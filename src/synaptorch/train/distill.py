@@ -32,6 +32,7 @@ from synaptorch.checkpoint import read_meta
 from synaptorch.data.corpus import Corpus, load_corpus
 from synaptorch.data.tokenizer import load_tokenizer
 from synaptorch.errors import ConfigError, DataError
+from synaptorch.fields import setting
 from synaptorch.io import FolderLock, check_folder_path
 from synaptorch.train.config import RunConfig, RunRequest, TrainConfig
 from synaptorch.train.teacher import LiveSignal, Teacher, TeacherCache, TeacherSignal
@@ -42,11 +43,11 @@ DEFAULT_CACHE_TOP_K = 64
 
 @dataclass(frozen=True)
 class DistillConfig:
-    alpha: float = 0.5  # weight of the data's cross-entropy; 1 - alpha goes to the teacher
-    tau: float = 1.0  # temperature of both distributions in the KL term
-    # Teacher ids kept per position: None for 64 with a cache and all without, 0 for all (no cache).
-    top_k: int | None = None
-    context: int = 256  # teacher window when filling a cache
+    alpha: float = setting(0.5, "Weight of the data's cross-entropy (1: data alone); 1 - alpha goes to the teacher.")
+    tau: float = setting(1.0, "Temperature of both distributions in the KL term (scaled by tau^2).")
+    # None resolves to 64 with a cache and to every id without (`for_signal`).
+    top_k: int | None = setting(None, "Teacher ids kept per position, 0 for all.  [default: 64 with --cache, else all]")
+    context: int = setting(256, "Teacher window while filling the cache.")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
