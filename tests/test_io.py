@@ -109,3 +109,10 @@ def test_a_failed_write_leaves_no_temporary_behind(tmp_path, monkeypatch, what):
         else:
             atomic_write_bytes(tmp_path / "file", b"data")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_resume_that_lost_nothing_leaves_the_metrics_file_alone(run_copy):
+    metrics = run_copy / "metrics.jsonl"
+    inode, text = metrics.stat().st_ino, metrics.read_text()
+    Trainer.resume(run_copy, progress=False).close()
+    assert metrics.stat().st_ino == inode and metrics.read_text() == text

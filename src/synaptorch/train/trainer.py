@@ -400,9 +400,11 @@ class Trainer:
 
     def _forget_metrics_after(self, step: int) -> None:
         """Drop records of steps that a crash lost (and a line it cut short), so each step is logged once."""
-        if (self.out / METRICS).is_file():
-            kept = [record for record in read_metrics(self.out) if record["step"] <= step]
-            atomic_write_text(self.out / METRICS, "".join(json.dumps(record) + "\n" for record in kept))
+        path = self.out / METRICS
+        if path.is_file():
+            kept = "".join(json.dumps(record) + "\n" for record in read_metrics(self.out) if record["step"] <= step)
+            if kept != path.read_text():  # a run that lost nothing keeps its file as it is
+                atomic_write_text(path, kept)
 
     def last_evaluation(self) -> dict:
         """The latest evaluation record of metrics.jsonl at or before the current step, or {}."""
