@@ -11,10 +11,20 @@ import torch
 
 from synaptorch.checkpoint import load_for_inference
 from synaptorch.data.corpus import load_corpus
-from synaptorch.data.tokenizer import StreamDecoder
+from synaptorch.data.tokenizer import StreamDecoder, Tokenizer
 from synaptorch.device import pick_device
 from synaptorch.errors import ConfigError, DataError
+from synaptorch.models.bdh import BDH
 from synaptorch.models.sampling import check_sampling, stream_tokens
+from synaptorch.train.spiking import (
+    ReLUResult,
+    SpikingResult,
+    as_records,
+    check_time_steps,
+    convert,
+    evaluate_spiking,
+    finetune_spiking,
+)
 from synaptorch.train.trainer import bits_per_byte, evaluate_loss
 
 SPLITS = ("val", "train", "all")
@@ -103,8 +113,8 @@ def evaluate_checkpoint(
 class SpikeEvaluation:
     """What `spike_eval_checkpoint` measured: the ReLU model, a result per T, and a JSON record."""
 
-    relu: object  # train.spiking.ReLUResult
-    results: list  # train.spiking.SpikingResult, one per T
+    relu: ReLUResult
+    results: list[SpikingResult]  # one per T
     record: dict
     finetune_losses: list[float] = field(default_factory=list)
 
@@ -128,8 +138,6 @@ def spike_eval_checkpoint(
     """Convert a BDH checkpoint to integrate-and-fire neurons (thresholds calibrated on the start of
     the training split), optionally fine-tune it with the spikes in the loop, and score it at each
     number of time steps per token against the ReLU model."""
-    from synaptorch.train.spiking import as_records, check_time_steps, convert, evaluate_spiking, finetune_spiking
-
     check_time_steps(time_steps)
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -161,8 +169,8 @@ def spike_eval_checkpoint(
 class Inspection:
     """A BDH checkpoint ready for the analysis tools, the text to read it on, and the window length."""
 
-    model: object  # BDH in eval mode
-    tokenizer: object
+    model: BDH  # in eval mode
+    tokenizer: Tokenizer
     text: str | None
     window: int
 

@@ -12,6 +12,7 @@ import click
 
 from synaptorch.device import DEVICE_CHOICES, check_device_spec
 from synaptorch.errors import ConfigError, SynaptorchError
+from synaptorch.fields import field_types
 
 
 def user_errors(command: Callable) -> Callable:
@@ -79,8 +80,6 @@ def field_options(config_classes: Iterable[type], defaults: dict, skip: Iterable
     preset (or, on resume, to the saved run); `defaults` gives the value --help shows. A field
     of several classes gets one flag; one that only some have says which.
     """
-    from synaptorch.fields import field_types
-
     classes = list(config_classes)
     seen: dict[str, list[type]] = {}
     for cls in classes:
