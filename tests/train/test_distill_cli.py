@@ -69,6 +69,19 @@ def test_distill_trains_from_a_cache_reports_kl_and_resumes(
     assert_user_error(plain, "resume it with `synaptorch distill --resume`")
 
 
+def test_a_finished_distillation_resumed_without_flags_trains_nothing(
+    cli, distill, teachers, tmp_path, snapshot, assert_user_error
+):
+    out = tmp_path / "run"
+    assert distill(teachers[0], "--out", out, "--max-steps", 2, "--eval-interval", 2).exit_code == 0
+    before = snapshot(out)
+    again = cli("distill", "--teacher", teachers[0], "--out", out, "--resume", "--quiet")
+    assert again.exit_code == 0, again.output
+    assert "nothing to train" in again.stdout and last_json(again.stdout)["step"] == 2
+    assert_user_error(distill(teachers[0], "--out", out, "--resume", "--alpha", 0.9), "--alpha cannot change")
+    assert snapshot(out) == before
+
+
 def test_evaluation_lines_show_the_kl(cli, corpus, teachers, tmp_path):
     loud = [arg for arg in TINY_RUN if arg != "--quiet"]
     result = cli(
