@@ -203,3 +203,29 @@ def concept(words: str | None, regex: str | None, required: bool) -> re.Pattern 
             raise DataError("give a concept with --concept WORD[,WORD...] or --concept-regex RE")
         return None
     return concept_pattern(words.split(",") if words else None, regex)
+
+
+def inspect_neurons(
+    checkpoint: str | Path,
+    text_file: str | Path,
+    window: int | None = None,
+    device: str = "cpu",
+    csv_path: str | Path | None = None,
+    show: int = 20,
+) -> list[dict]:
+    """Every neuron's top tokens, contexts and monosemanticity on a text (written to `csv_path` when
+    given); returns the `show` most monosemantic neurons. The options are checked before the model
+    reads the text."""
+    from synaptorch.analysis.neurons import write_csv
+    from synaptorch.analysis.report import measure_activity, most_monosemantic
+
+    if show < 0:
+        raise ConfigError(f"--show must be >= 0, got {show}")
+    if csv_path is not None and Path(csv_path).is_dir():
+        raise ConfigError(f"--csv {csv_path} is a folder; give a file name")
+    seen = load_inspection(checkpoint, text_file, window, device)
+    activity = measure_activity(seen.model, seen.tokenizer, seen.text, seen.window)
+    rows = activity.selectivity.rows(activity.encoded, seen.tokenizer, activity.sparsity.x_rate)
+    if csv_path is not None:
+        write_csv(rows, csv_path)
+    return most_monosemantic(rows, show)

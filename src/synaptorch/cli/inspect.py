@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from synaptorch.cli.options import apply, device_option, user_errors
-from synaptorch.errors import ConfigError
 from synaptorch.inference import concept as concept_of
 from synaptorch.inference import load_inspection
 
@@ -120,20 +119,9 @@ def trace(checkpoint, text_file, window, device, concept, concept_regex, top, ho
 @user_errors
 def neurons(checkpoint, text_file, window, device, csv_path, show):
     """Each neuron's top tokens and contexts and its monosemanticity; prints the most monosemantic."""
-    from synaptorch.analysis.neurons import write_csv
-    from synaptorch.analysis.report import measure_activity, most_monosemantic
+    from synaptorch.inference import inspect_neurons
 
-    if show < 0:
-        raise ConfigError(f"--show must be >= 0, got {show}")
-    if csv_path and Path(csv_path).is_dir():
-        raise ConfigError(f"--csv {csv_path} is a folder; give a file name")
-    seen = load_inspection(checkpoint, text_file, window, device)
-    model, tokenizer, text, window = seen.model, seen.tokenizer, seen.text, seen.window
-    activity = measure_activity(model, tokenizer, text, window)
-    rows = activity.selectivity.rows(activity.encoded, tokenizer, activity.sparsity.x_rate)
-    if csv_path:
-        write_csv(rows, csv_path)
-    for row in most_monosemantic(rows, show):
+    for row in inspect_neurons(checkpoint, text_file, window, device, csv_path, show):
         click.echo(
             f"L{row['layer']} h{row['head']} n{row['neuron']:<5} mono {row['monosemanticity']:.3f} "
             f"lift {row['lift']:>7.2f} top {row['top_token']:<8} {row['top_contexts'].split(' | ')[0]}"

@@ -171,13 +171,10 @@ def distill_command(
     `train`; with --resume the saved run's settings (distillation ones included) are kept.
     """
     from synaptorch.device import pick_device
-    from synaptorch.errors import ConfigError
     from synaptorch.train.config import new_run_config
     from synaptorch.train.distill import DistillConfig, DistillTrainer, precompute_teacher_cache
     from synaptorch.train.teacher import load_teacher
 
-    if precompute_only and cache is None:
-        raise ConfigError("--precompute-only needs --cache")
     given = {"alpha": alpha, "tau": tau, "top_k": top_k, "context": context}
     settings = DistillConfig(**{k: v for k, v in given.items() if v is not None})
     model = load_teacher(teacher, device=pick_device(flags["device"] or "auto"))

@@ -83,9 +83,11 @@ def open_teacher_cache(
 
 
 def precompute_teacher_cache(
-    folder: str | Path, teacher: Teacher, train: TrainConfig, distill: DistillConfig, progress: bool = False
+    folder: str | Path | None, teacher: Teacher, train: TrainConfig, distill: DistillConfig, progress: bool = False
 ) -> dict:
     """Fill (or check) the teacher's cache of the corpus of `train`; a record of the cache's header."""
+    if folder is None:
+        raise ConfigError("--precompute-only needs --cache")
     check_student_tokenizer(teacher, train.tokenizer)
     corpus = load_corpus(train.data, teacher.tokenizer, train.val_fraction)
     opened, filled = open_teacher_cache(folder, teacher, corpus, distill, progress=progress)
