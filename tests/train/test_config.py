@@ -172,3 +172,17 @@ def test_architecture_comes_from_the_flag_else_the_toml_file(tmp_path):
     assert build_run_config(None, path, default_preset="cpu-tiny").architecture == "gpt"
     flagged = build_run_config(None, path, architecture="bdh")
     assert flagged.architecture == "bdh" and flagged.model.n_layer == 3
+
+
+def test_a_resumed_gpt_run_reads_gpt_settings_from_a_config_file(tmp_path):
+    from synaptorch.train.config import RunRequest, resumed_run_config
+
+    run = build_run_config("cpu-tiny", architecture="gpt")
+    meta = {"architecture": "gpt", "model": run.model.to_dict(), "train": run.train.to_dict()}
+    toml = tmp_path / "run.toml"
+    toml.write_text(f"[model]\nmlp_ratio = {run.model.mlp_ratio}\n[train]\nmax_steps = 9\n")
+    resumed = resumed_run_config(meta, RunRequest(toml_path=toml))
+    assert resumed.architecture == "gpt" and resumed.train.max_steps == 9
+    toml.write_text("[model]\nmlp_ratio = 2\n")
+    with pytest.raises(ConfigError, match="--mlp-ratio cannot change on resume"):
+        resumed_run_config(meta, RunRequest(toml_path=toml))

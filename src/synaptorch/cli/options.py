@@ -73,8 +73,8 @@ def _with_default(help: str, default: object) -> str:
     return help if default is None or "[default:" in help else f"{help}  [default: {default}]"
 
 
-def field_options(config_classes: Iterable[type], defaults: dict, skip: Iterable[str] = ()) -> list[Callable]:
-    """A flag per field of the config dataclasses, with the field's help and type.
+def field_options(config_classes: Iterable[type], defaults: dict) -> list[Callable]:
+    """A flag per field of the config dataclasses that has help text (`fields.setting`), with its type.
 
     Flags default to None, so that a command tells the settings given from those left to the
     preset (or, on resume, to the saved run); `defaults` gives the value --help shows. A field
@@ -84,7 +84,7 @@ def field_options(config_classes: Iterable[type], defaults: dict, skip: Iterable
     seen: dict[str, list[type]] = {}
     for cls in classes:
         for f in fields(cls):
-            if f.name not in skip and "help" in f.metadata:
+            if "help" in f.metadata:
                 seen.setdefault(f.name, []).append(cls)
     options = []
     for name, owners in seen.items():

@@ -21,10 +21,7 @@ TRAIN_FIELDS = set(TrainConfig.__dataclass_fields__)
 
 def _shown_default(section: str) -> dict:
     """What --help shows as each setting's default: the default preset's value where it sets one."""
-    shown = {}
-    for name, value in _DEFAULT_RUN[section].items():
-        shown[name] = f"{value} (preset {DEFAULT_PRESET})"
-    return shown
+    return {name: f"{value} (preset {DEFAULT_PRESET})" for name, value in _DEFAULT_RUN[section].items()}
 
 
 RUN_OPTIONS = [
@@ -53,7 +50,7 @@ RUN_OPTIONS = [
         help="Continue the latest checkpoint in --out exactly; flags may change only the run's length, "
         "device, intervals, compile and recompute.",
     ),
-    *field_options(MODEL_CLASSES, _shown_default("model"), skip=("vocab_size",)),
+    *field_options(MODEL_CLASSES, _shown_default("model")),
     *field_options([TrainConfig], _shown_default("train")),
     click.option("--sample-tokens", default=300, show_default=True, help="Tokens to sample from the model at the end."),
     click.option("--quiet", is_flag=True, help="No progress bar and no evaluation lines."),

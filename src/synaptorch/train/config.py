@@ -130,8 +130,9 @@ class RunRequest:
     model: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
 
-    def given(self) -> tuple[str | None, str | None, dict, dict]:
-        """Architecture, preset, model and train settings of the TOML file and the flags."""
+    def given(self, default_architecture: str = DEFAULT_ARCHITECTURE) -> tuple[str | None, str | None, dict, dict]:
+        """Architecture, preset, model and train settings of the TOML file and the flags; model
+        settings are checked against the config of `default_architecture` where none is given."""
         toml = _read_toml(self.toml_path) if self.toml_path is not None else {}
         extra = sorted(set(toml) - {"preset", "architecture", "model", "train"})
         if extra:
@@ -147,7 +148,7 @@ class RunRequest:
             raise ConfigError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
         # The file's values are checked even where a flag overrides them: the file is wrong all the same.
         check_values(TrainConfig, toml.get("train", {}), "train")
-        config_class = model_class(architecture or DEFAULT_ARCHITECTURE).config_class
+        config_class = model_class(architecture or default_architecture).config_class
         check_values(config_class, toml.get("model", {}), "model")
         model = {**toml.get("model", {}), **{k: v for k, v in self.model.items() if v is not None}}
         train = {**toml.get("train", {}), **{k: v for k, v in self.train.items() if v is not None}}
@@ -195,7 +196,7 @@ def resumed_run_config(meta: dict, request: RunRequest) -> RunConfig:
     other given setting must equal the saved one. `data` may name a moved copy of the corpus and
     `tokenizer` a copy of the saved one: the trainer compares their content.
     """
-    architecture, preset, model, train = request.given()
+    architecture, preset, model, train = request.given(default_architecture=meta["architecture"])
     if preset is not None:
         raise ConfigError("a resumed run keeps its saved settings; --preset has no meaning with --resume")
     if architecture is not None and architecture != meta["architecture"]:
