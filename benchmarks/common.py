@@ -139,7 +139,7 @@ def train_for_budget(
     probe.evaluate()
     probe.save()
     seconds_per_eval = time.perf_counter() - start
-    del probe
+    probe.close()
     step_share = seconds_per_step + seconds_per_eval / run.train.eval_interval
     max_steps = max(1, int(0.97 * budget_s / step_share))
     run = build_run_config(preset, architecture=architecture, train_overrides={**overrides, "max_steps": max_steps})

@@ -17,7 +17,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from synaptorch.checkpoint import load_checkpoint_tokenizer, load_model
+from synaptorch.checkpoint import load_for_inference
 from synaptorch.models.bdh import BDH, BDHConfig
 from synaptorch.models.bdh_generation import _generation_layers
 from synaptorch.models.layers import rope
@@ -33,10 +33,9 @@ def best_ms(fn, calls: int) -> float:
 
 
 def layer_density(checkpoint: str, text: str, tokens: int) -> list[dict]:
-    model = load_model(checkpoint).eval()
-    tokenizer = load_checkpoint_tokenizer(checkpoint)
-    ids = tokenizer.encode(text)[-tokens:]
-    activity = model.neuron_density(torch.tensor([ids]))
+    loaded = load_for_inference(checkpoint, architecture="bdh")
+    ids = loaded.tokenizer.encode(text)[-tokens:]
+    activity = loaded.model.neuron_density(torch.tensor([ids]))
     return [{"layer": i, **{k: round(v, 4) for k, v in layer.items()}} for i, layer in enumerate(activity)]
 
 

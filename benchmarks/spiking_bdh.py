@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from synaptorch.checkpoint import load_checkpoint_tokenizer, load_model, read_meta, resolve_checkpoint
+from synaptorch.checkpoint import load_for_inference, resolve_checkpoint
 from synaptorch.data.corpus import load_corpus
 from synaptorch.train.spiking import as_records, convert, evaluate_spiking, finetune_spiking, parse_time_steps
 
@@ -61,12 +61,12 @@ def main() -> None:
             folder = resolve_checkpoint(args.checkpoint)
         else:
             folder = train_for_budget(tmp, args.train_seconds, data=SHAKESPEARE).last_checkpoint
-        meta = read_meta(folder)
+        loaded = load_for_inference(folder, architecture="bdh")
+        model, meta = loaded.model, loaded.meta
         data = args.data or meta["train"]["data"]
-        model = load_model(folder).eval()
-        corpus = load_corpus(data, load_checkpoint_tokenizer(folder), meta["train"]["val_fraction"])
+        corpus = load_corpus(data, loaded.tokenizer, meta["train"]["val_fraction"])
         train, val = corpus.split("train"), corpus.split("val")
-        block_size, steps = meta["train"]["block_size"], parse_time_steps(args.steps)
+        block_size, steps = loaded.block_size, parse_time_steps(args.steps)
         start = time.perf_counter()
         spiking = convert(model, train[: args.calibration_tokens], block_size, args.percentile)
         relu, results = evaluate_spiking(model, spiking, val, steps, block_size, max_tokens=args.max_tokens)

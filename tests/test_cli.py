@@ -172,7 +172,7 @@ def test_resuming_a_finished_run_trains_nothing_rewrites_nothing_and_says_so(cli
         (("--lr", 0.5), "--lr cannot change on resume"),
         (("--batch-size", 2), "--batch-size cannot change on resume"),
         (("--n-layer", 3), "--n-layer cannot change on resume"),
-        (("--preset", "cpu-tiny"), "--preset has no meaning with --resume"),
+        (("--preset", "cpu-tiny"), "a preset (--preset, or a config file's) means nothing there"),
         (("--model", "gpt"), "the run trains bdh, not gpt"),
     ],
 )

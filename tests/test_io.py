@@ -1,6 +1,8 @@
 """Durable writes: fsync before rename, and the repair of what a crash between two renames leaves."""
 
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -35,8 +37,16 @@ def test_files_and_folders_are_on_disk_before_the_rename(tmp_path, monkeypatch):
     assert kinds == ["rename", "fsync"] and events[1][1] == str(tmp_path)
 
 
-def _old_and_new(tmp_path, pid=4242):
+def _ended_pid() -> int:
+    """The process id of a process that has ended."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def _old_and_new(tmp_path, pid=None):
     """What a crash between the two renames of a replacement leaves: the old folder set aside, no folder."""
+    pid = pid or _ended_pid()
     old = tmp_path / f".ckpt.old{pid}"
     old.mkdir()
     (old / "weights").write_text("old")
@@ -52,6 +62,21 @@ def test_a_crash_between_the_two_renames_loses_neither_version(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
     assert (tmp_path / "ckpt" / "weights").read_text() == "old"
     assert any("restored ckpt" in message for message in done)
+
+
+def test_the_copies_of_a_writer_still_running_are_left_alone(tmp_path):
+    live = os.getppid()  # a process that runs as long as this test does
+    _old_and_new(tmp_path, pid=live)
+    assert recover_folder(tmp_path / "ckpt") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".ckpt.old{live}", f".ckpt.tmp{live}"]
+
+
+def test_a_crashed_atomic_file_write_is_cleaned_up(tmp_path):
+    pid = _ended_pid()
+    (tmp_path / f".metrics.jsonl.tmp{pid}").write_text("half")
+    (tmp_path / "metrics.jsonl").write_text("whole")
+    assert recover_leftovers(tmp_path) == [f"removed the unfinished .metrics.jsonl.tmp{pid}"]
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
 
 
 def test_an_old_version_left_beside_its_replacement_is_removed(tmp_path):
@@ -80,7 +105,7 @@ def test_recover_leftovers_names_only_what_it_repaired(tmp_path):
 
 def test_a_run_resumes_from_a_checkpoint_a_crash_left_set_aside(run_copy, capsys):
     latest = step_checkpoints(run_copy)[-1]
-    os.replace(latest, latest.with_name(f".{latest.name}.old99"))
+    os.replace(latest, latest.with_name(f".{latest.name}.old{_ended_pid()}"))
     trainer = Trainer.resume(run_copy, progress=False)
     assert trainer.step == 4 and latest.is_dir()
     assert f"restored {latest.name}" in capsys.readouterr().err
@@ -116,3 +141,14 @@ def test_a_resume_that_lost_nothing_leaves_the_metrics_file_alone(run_copy):
     inode, text = metrics.stat().st_ino, metrics.read_text()
     Trainer.resume(run_copy, progress=False).close()
     assert metrics.stat().st_ino == inode and metrics.read_text() == text
+
+
+def test_new_folders_are_recorded_in_their_parents(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = io.fsync_path
+    monkeypatch.setattr(io, "fsync_path", lambda p: (synced.append(Path(p)), real_fsync(p)))
+    io.make_folder(tmp_path / "a" / "b")
+    assert synced == [tmp_path, tmp_path / "a"]
+    synced.clear()
+    io.make_folder(tmp_path / "a" / "b")  # nothing new, nothing to flush
+    assert synced == []

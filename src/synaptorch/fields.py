@@ -15,20 +15,19 @@ from synaptorch.errors import ConfigError
 
 
 def setting(default: Any, help: str, on_resume: bool = False) -> Any:
-    """A config field: its default, its help text, and whether a resumed run may change it
-    (settings that change no result, and the length of the run)."""
+    """A config field: its default, its help text, and whether a resumed run may change it: the
+    run's length, and where and how it runs and is observed, but not the model, its data or its
+    optimisation."""
     return dataclasses.field(default=default, metadata={"help": help, "on_resume": on_resume})
 
 
 def field_types(cls: type) -> dict[str, tuple[type, ...]]:
-    """The accepted types of each field of a config dataclass (None for an optional field)."""
+    """The accepted types of each field of a config dataclass (NoneType for an optional field)."""
     hints = typing.get_type_hints(cls)
-    accepted = {}
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-        accepted[f.name] = tuple(type(None) if t is None else t for t in options)
-    return accepted
+    return {
+        f.name: typing.get_args(hints[f.name]) if isinstance(hints[f.name], types.UnionType) else (hints[f.name],)
+        for f in dataclasses.fields(cls)
+    }
 
 
 def _fits(value: object, accepted: tuple[type, ...]) -> bool:

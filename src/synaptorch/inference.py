@@ -30,6 +30,13 @@ from synaptorch.train.trainer import bits_per_byte, evaluate_loss
 SPLITS = ("val", "train", "all")
 
 
+def _check_split(split: str, val_fraction: float) -> None:
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+
+
 def stream_text(
     checkpoint: str | Path,
     prompt: str,
@@ -88,12 +95,9 @@ def evaluate_checkpoint(
 
     `block_size` defaults to the training block size; `max_tokens` 0 scores the whole split.
     """
-    if split not in SPLITS:
-        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    _check_split(split, val_fraction)
     if (block_size is not None and block_size <= 0) or batch_size <= 0 or max_tokens < 0:
         raise ConfigError("--block-size and --batch-size must be positive, --max-tokens >= 0")
-    if not 0 < val_fraction < 1:
-        raise ConfigError(f"--val-fraction must be in (0, 1), got {val_fraction}")
     dev = pick_device(device)
     loaded = load_for_inference(checkpoint, dev, tokenizer=tokenizer)
     corpus = load_corpus(data, loaded.tokenizer, val_fraction)
@@ -139,10 +143,7 @@ def spike_eval_checkpoint(
     the training split), optionally fine-tune it with the spikes in the loop, and score it at each
     number of time steps per token against the ReLU model."""
     check_time_steps(time_steps)
-    if split not in SPLITS:
-        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if not 0 < val_fraction < 1:
-        raise ConfigError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+    _check_split(split, val_fraction)
     # Checked before the model is converted and fine-tuned, which take minutes.
     if (block_size is not None and block_size < 1) or batch_size < 1 or calibration_tokens < 1:
         raise ConfigError("--block-size, --batch-size and --calibration-tokens must be positive")

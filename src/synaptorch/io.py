@@ -41,10 +41,20 @@ def fsync_tree(folder: Path) -> None:
     fsync_path(folder)
 
 
+def make_folder(folder: str | Path) -> Path:
+    """Make `folder` and its missing parents, each new one's entry flushed to the disk with its parent."""
+    folder = Path(folder)
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for made in reversed(missing):
+        fsync_path(made.parent)
+    return folder
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` through a fsynced temporary file and a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     tmp = path.with_name(f".{path.name}{TMP_TAG}{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -65,25 +75,49 @@ def _sibling(folder: Path, tag: str) -> Path:
     return folder.with_name(f".{folder.name}{tag}{os.getpid()}")
 
 
+def _writer_gone(pid: int) -> bool:
+    """Whether the process that named a leftover after itself has ended (this one counts as ended:
+    its own writes clean up after themselves, so what is left is from an attempt that failed)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, under another user
+        return False
+    return False
+
+
 def _leftovers(folder: Path, tag: str) -> list[Path]:
+    """The `.NAME<tag>PID` siblings of `folder` whose writing process has ended; a live writer's are its own."""
     prefix = f".{folder.name}{tag}"
     parent = folder.parent
     if not parent.is_dir():
         return []
-    return sorted(p for p in parent.iterdir() if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit())
+    found = []
+    for p in parent.iterdir():
+        pid = p.name[len(prefix) :]
+        if p.name.startswith(prefix) and pid.isdigit() and _writer_gone(int(pid)):
+            found.append(p)
+    return sorted(found)
 
 
 def recover_folder(folder: str | Path) -> list[str]:
-    """Repair what a crash inside `write_folder_atomically(folder, ...)` left; returns what was done.
+    """Repair what a crash inside `write_folder_atomically(folder, ...)` (or `atomic_write_bytes` to
+    it) left; returns what was done. Leftovers of a process still running are left alone.
 
-    A half-written temporary folder is deleted. A previous version set aside, with no folder in
+    A half-written temporary copy is deleted. A previous version set aside, with no folder in
     its place, is the crash between the two renames: it is put back. With the new folder in
     place, the old one is deleted.
     """
     folder = Path(folder)
     done = []
     for tmp in _leftovers(folder, TMP_TAG):
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         done.append(f"removed the unfinished {tmp.name}")
     for old in _leftovers(folder, OLD_TAG):
         if folder.exists():
@@ -103,7 +137,7 @@ def write_folder_atomically(folder: str | Path, write: Callable[[Path], None]) -
     moment either it or its previous version exists under a name `recover_folder` knows.
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(folder.parent)
     recover_folder(folder)
     tmp = _sibling(folder, TMP_TAG)
     tmp.mkdir()
@@ -171,7 +205,7 @@ def load_torch_state(path: str | Path) -> dict:
 
 
 def recover_leftovers(parent: str | Path) -> list[str]:
-    """`recover_folder` for every folder of `parent` that a crash left a temporary or old copy of."""
+    """`recover_folder` for every file or folder of `parent` that a crash left a temporary or old copy of."""
     parent = Path(parent)
     if not parent.is_dir():
         return []
@@ -179,7 +213,7 @@ def recover_leftovers(parent: str | Path) -> list[str]:
     for p in parent.iterdir():
         for tag in (TMP_TAG, OLD_TAG):
             name, sep, pid = p.name[1:].rpartition(tag)
-            if p.name.startswith(".") and sep and pid.isdigit() and p.is_dir():
+            if p.name.startswith(".") and sep and pid.isdigit():
                 targets.add(name)
     return [message for name in sorted(targets) for message in recover_folder(parent / name)]
 
@@ -192,8 +226,7 @@ class FolderLock:
     def __init__(self, folder: str | Path, what: str = "folder") -> None:
         import fcntl
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = make_folder(folder)
         self._fd: int | None = os.open(folder, os.O_RDONLY)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,7 +9,7 @@ from synaptorch.analysis.synapses import ConceptGrowth, Synapse, trace_concept
 from synaptorch.analysis.text import concept_pattern, split_held_out
 from synaptorch.data.tokenizer import ByteTokenizer
 from synaptorch.errors import DataError
-from synaptorch.models.bdh import rope, rope_phasors
+from synaptorch.models.layers import rope, rope_phasors
 
 WORDS = ["the", "neuron", "fires", "and", "synapse", "grows", "between", "two", "cells"]
 

@@ -121,6 +121,8 @@ def test_unusable_teachers_and_settings_are_one_line_errors(
     assert_user_error(distill(tmp_path / "missing.gguf"), "GGUF file not found")
     assert_user_error(distill(tmp_path / "nowhere"), "teacher not found")
     assert_user_error(distill(teachers[0], "--precompute-only"), "needs --cache")
+    resumed_cache = distill(teachers[0], "--precompute-only", "--cache", tmp_path / "c", "--resume")
+    assert_user_error(resumed_cache, "does not go with --resume")
     assert_user_error(distill(teachers[0], "--alpha", 2), "alpha")
     assert_user_error(distill(teachers[0], "--tau", 0), "tau")
     assert_user_error(distill(teachers[0], "--top-k", 300, "--out", tmp_path / "r"), "top-k 300")

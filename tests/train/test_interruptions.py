@@ -11,6 +11,7 @@ import torch
 
 from synaptorch.checkpoint import load_model, step_checkpoints
 from synaptorch.errors import ConfigError
+from synaptorch.io import FolderLock
 from synaptorch.train.trainer import RunInterrupted, Trainer
 
 STEP_WITH_SIGNAL = 3  # signals arrive while step 3 (or the evaluation after it) is under way
@@ -87,9 +88,36 @@ def test_a_second_signal_stops_at_once_keeping_the_last_checkpoint(corpus, tmp_p
             os.kill(os.getpid(), signal.SIGTERM)
 
     trainer.optimizer.register_step_pre_hook(twice)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RunInterrupted) as info:
         trainer.fit()
+    assert info.value.at_once and info.value.signum == signal.SIGTERM
+    assert info.value.checkpoint == tmp_path / "run" / "step-0000003"
     assert [p.name for p in step_checkpoints(tmp_path / "run")] == ["step-0000003"]
+
+
+def test_a_signal_in_the_last_step_ends_a_finished_run_normally(corpus, tmp_path, tiny_run):
+    trainer = Trainer(tiny_run(corpus, max_steps=3), tmp_path / "run", progress=False)
+    _arm(trainer, "forward", signal.SIGTERM)  # arrives in step 3 of 3
+    result = trainer.fit()
+    assert trainer.finished and result["step"] == 3
+    assert [p.name for p in step_checkpoints(tmp_path / "run")] == ["step-0000003"]
+
+
+def test_fit_on_a_finished_run_releases_its_folder(corpus, tmp_path, tiny_run):
+    Trainer(tiny_run(corpus, max_steps=2), tmp_path / "run", progress=False).fit()
+    finished = Trainer.resume(tmp_path / "run", progress=False)
+    assert finished.fit()["step"] == 2
+    Trainer.resume(tmp_path / "run", progress=False).close()  # the folder is free again
+
+
+def test_a_refused_run_frees_its_new_folder_at_once(corpus, tmp_path, tiny_run, monkeypatch):
+    def no_optimizer(*args):
+        raise ConfigError("no optimizer today")
+
+    monkeypatch.setattr("synaptorch.train.trainer.make_optimizer", no_optimizer)
+    with pytest.raises(ConfigError, match="no optimizer"):
+        Trainer(tiny_run(corpus), tmp_path / "new", progress=False)
+    FolderLock(tmp_path / "new").release()  # not left to the garbage collector
 
 
 def test_the_previous_signal_handlers_come_back_after_fit(corpus, tmp_path, tiny_run):

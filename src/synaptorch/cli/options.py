@@ -30,7 +30,7 @@ def user_errors(command: Callable) -> Callable:
             click.echo(f"error: {exc.strerror or exc}: {exc.filename}" if exc.filename else f"error: {exc}", err=True)
             sys.exit(2)
         except RunInterrupted as exc:
-            click.echo(f"interrupted by {signal.Signals(exc.signum).name}: saved {exc.checkpoint}", err=True)
+            click.echo(f"interrupted by {exc}", err=True)
             sys.exit(128 + exc.signum)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

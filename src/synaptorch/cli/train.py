@@ -14,51 +14,70 @@ from synaptorch.train.config import DEFAULT_ARCHITECTURE, DEFAULT_PRESET, PRESET
 
 MODEL_CLASSES = [model_class(name).config_class for name in ARCHITECTURES]
 PRESET_NAMES = sorted({name for presets in PRESETS.values() for name in presets})
-_DEFAULT_RUN = PRESETS[DEFAULT_ARCHITECTURE][DEFAULT_PRESET]
 MODEL_FIELDS = {f for cls in MODEL_CLASSES for f in cls.__dataclass_fields__}
 TRAIN_FIELDS = set(TrainConfig.__dataclass_fields__)
 
 
-def _shown_default(section: str) -> dict:
-    """What --help shows as each setting's default: the default preset's value where it sets one."""
-    return {name: f"{value} (preset {DEFAULT_PRESET})" for name, value in _DEFAULT_RUN[section].items()}
+def _model_defaults() -> dict[str, str]:
+    """What --help shows as each model setting's default: per architecture where they differ, the
+    default preset's value where it sets one."""
+    shown = {}
+    for name in MODEL_FIELDS:
+        values = {}
+        for architecture, config_class in zip(ARCHITECTURES, MODEL_CLASSES, strict=True):
+            if name in config_class.__dataclass_fields__:
+                preset = PRESETS[architecture].get(DEFAULT_PRESET, {}).get("model", {})
+                values[architecture] = preset.get(name, config_class.__dataclass_fields__[name].default)
+        text = (
+            str(next(iter(values.values())))
+            if len(set(values.values())) == 1
+            else ", ".join(f"{architecture} {value}" for architecture, value in values.items())
+        )
+        from_preset = any(name in PRESETS[a].get(DEFAULT_PRESET, {}).get("model", {}) for a in values)
+        shown[name] = f"{text} (preset {DEFAULT_PRESET})" if from_preset else text
+    return shown
 
 
-RUN_OPTIONS = [
-    click.option(
-        "--model",
-        "architecture",
-        type=click.Choice(list(ARCHITECTURES)),
-        help="Architecture.  [default: the config file's, else bdh]",
-    ),
-    click.option(
-        "--preset",
-        type=click.Choice(PRESET_NAMES),
-        help="Named configuration: "
-        + "; ".join(f"{arch}: {', '.join(names)}" for arch, names in PRESETS.items())
-        + f".  [default: the config file's, else {DEFAULT_PRESET}]",
-    ),
-    click.option(
-        "--config",
-        "config_file",
-        type=click.Path(dir_okay=False),
-        help="TOML file with [model] and [train] tables.  [default: none]",
-    ),
-    click.option(
-        "--resume",
-        is_flag=True,
-        help="Continue the latest checkpoint in --out exactly; flags may change only the run's length, "
-        "device, intervals, compile and recompute.",
-    ),
-    *field_options(MODEL_CLASSES, _shown_default("model")),
-    *field_options([TrainConfig], _shown_default("train")),
-    click.option("--sample-tokens", default=300, show_default=True, help="Tokens to sample from the model at the end."),
-    click.option("--quiet", is_flag=True, help="No progress bar and no evaluation lines."),
-]
+def _train_defaults(tokenizer: str) -> dict[str, str]:
+    preset = PRESETS[DEFAULT_ARCHITECTURE][DEFAULT_PRESET]["train"]
+    return {"tokenizer": tokenizer} | {name: f"{value} (preset {DEFAULT_PRESET})" for name, value in preset.items()}
 
 
-def run_options(command):
-    return apply(command, RUN_OPTIONS)
+def run_options(tokenizer_default: str = "bytes"):
+    """The options of a training run, shared by `train` and `distill`, listed in --help in their order."""
+    options = [
+        click.option(
+            "--model",
+            "architecture",
+            type=click.Choice(list(ARCHITECTURES)),
+            help="Architecture.  [default: the config file's, else bdh]",
+        ),
+        click.option(
+            "--preset",
+            type=click.Choice(PRESET_NAMES),
+            help="Named configuration: "
+            + "; ".join(f"{arch}: {', '.join(names)}" for arch, names in PRESETS.items())
+            + f".  [default: the config file's, else {DEFAULT_PRESET}]",
+        ),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False),
+            help="TOML file with [model] and [train] tables.  [default: none]",
+        ),
+        click.option(
+            "--resume",
+            is_flag=True,
+            help="Continue the latest checkpoint in --out exactly; given again, only the run's length, "
+            "--device, the intervals, --compile and --recompute may differ from the saved settings, "
+            "and --data may name a moved copy of the corpus.",
+        ),
+        *field_options(MODEL_CLASSES, _model_defaults()),
+        *field_options([TrainConfig], _train_defaults(tokenizer_default)),
+        click.option("--sample-tokens", default=300, show_default=True, help="Tokens to sample at the end."),
+        click.option("--quiet", is_flag=True, help="No progress bar and no evaluation lines."),
+    ]
+    return lambda command: apply(command, options)
 
 
 def _request(architecture, preset, config_file, flags: dict) -> RunRequest:
@@ -69,7 +88,7 @@ def _request(architecture, preset, config_file, flags: dict) -> RunRequest:
 
 @click.command("train")
 @click.option("--out", help="Run folder for checkpoints and metrics.jsonl.  [default: runs/MODEL]")
-@run_options
+@run_options()
 @user_errors
 def train_command(architecture, preset, config_file, out, resume, sample_tokens, quiet, **flags) -> None:
     """Train a language model; prints validation loss as it goes and a sample at the end.
@@ -141,7 +160,7 @@ def distill_options(command):
 @distill_options
 @click.option("--precompute-only", is_flag=True, help="Fill the --cache and stop; prints a JSON line about it.")
 @click.option("--out", default="runs/distill", show_default=True, help="Run folder for checkpoints and metrics.jsonl.")
-@run_options
+@run_options(tokenizer_default="the teacher's")
 @user_errors
 def distill_command(
     teacher,
@@ -169,11 +188,13 @@ def distill_command(
     """
     from synaptorch.device import pick_device
     from synaptorch.train.config import new_run_config
-    from synaptorch.train.distill import DistillConfig, DistillTrainer, precompute_teacher_cache
+    from synaptorch.train.distill import DistillConfig, DistillTrainer, check_precompute, precompute_teacher_cache
     from synaptorch.train.teacher import load_teacher
 
     given = {"alpha": alpha, "tau": tau, "top_k": top_k, "context": context}
     settings = DistillConfig(**{k: v for k, v in given.items() if v is not None})
+    if precompute_only:
+        check_precompute(cache, resume)
     model = load_teacher(teacher, device=pick_device(flags["device"] or "auto"))
     request = _request(architecture, preset, config_file, flags)
     if resume:

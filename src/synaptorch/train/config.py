@@ -192,13 +192,16 @@ def new_run_config(request: RunRequest, default_preset: str | None = DEFAULT_PRE
 def resumed_run_config(meta: dict, request: RunRequest) -> RunConfig:
     """The configuration of a resumed run: its saved settings, with those given again applied.
 
-    Only settings that change no result and the length of the run may change (`on_resume`); any
-    other given setting must equal the saved one. `data` may name a moved copy of the corpus and
+    Only the run's length and where and how it runs and is observed may change (`on_resume`: a
+    device or compile change can still change floating-point rounding); any other given setting
+    must equal the saved one. `data` may name a moved copy of the corpus and
     `tokenizer` a copy of the saved one: the trainer compares their content.
     """
     architecture, preset, model, train = request.given(default_architecture=meta["architecture"])
     if preset is not None:
-        raise ConfigError("a resumed run keeps its saved settings; --preset has no meaning with --resume")
+        raise ConfigError(
+            "a resumed run keeps its saved settings: a preset (--preset, or a config file's) means nothing there"
+        )
     if architecture is not None and architecture != meta["architecture"]:
         raise ConfigError(f"the run trains {meta['architecture']}, not {architecture}")
     saved_model = meta["model"]

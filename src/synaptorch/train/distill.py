@@ -82,12 +82,18 @@ def open_teacher_cache(
     return TeacherCache.open_or_build(folder, teacher, corpus.tokens, expected, progress=progress)
 
 
+def check_precompute(cache: str | Path | None, resume: bool) -> None:
+    """Refuse a precomputation that could not fill a cache, before the teacher is loaded."""
+    if cache is None:
+        raise ConfigError("--precompute-only needs --cache")
+    if resume:
+        raise ConfigError("--precompute-only fills a cache and trains nothing; it does not go with --resume")
+
+
 def precompute_teacher_cache(
-    folder: str | Path | None, teacher: Teacher, train: TrainConfig, distill: DistillConfig, progress: bool = False
+    folder: str | Path, teacher: Teacher, train: TrainConfig, distill: DistillConfig, progress: bool = False
 ) -> dict:
     """Fill (or check) the teacher's cache of the corpus of `train`; a record of the cache's header."""
-    if folder is None:
-        raise ConfigError("--precompute-only needs --cache")
     check_student_tokenizer(teacher, train.tokenizer)
     corpus = load_corpus(train.data, teacher.tokenizer, train.val_fraction)
     opened, filled = open_teacher_cache(folder, teacher, corpus, distill, progress=progress)

@@ -33,7 +33,7 @@ from synaptorch.checkpoint import CONFIG, TOKENIZER, WEIGHTS, load_for_inference
 from synaptorch.data.corpus import cache_dir
 from synaptorch.data.tokenizer import BYTES, ByteTokenizer, HFTokenizer
 from synaptorch.errors import CheckpointError, ConfigError, DataError
-from synaptorch.io import atomic_write_bytes, write_folder_atomically
+from synaptorch.io import atomic_write_bytes, read_json, write_folder_atomically
 
 SMOLLM2 = "smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -306,10 +306,7 @@ class TeacherCache(TeacherSignal):
         path = Path(folder) / HEADER
         if not path.is_file():
             raise DataError(f"{folder} is not a teacher cache (no {HEADER})")
-        try:
-            header = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"corrupt {path}: {exc}") from None
+        header = read_json(path, DataError)
         if not isinstance(header, dict):
             raise DataError(f"corrupt {path}: not a JSON object")
         for key, value in expected.items():

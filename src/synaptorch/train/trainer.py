@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from synaptorch.checkpoint import (
     METRICS,
+    check_vocab,
     load_checkpoint_tokenizer,
     load_model,
     load_trainer_state,
@@ -45,7 +46,14 @@ from synaptorch.data.corpus import Corpus, corpus_location, load_corpus
 from synaptorch.data.tokenizer import load_tokenizer
 from synaptorch.device import autocast_for, pick_device, precision_for
 from synaptorch.errors import ConfigError, DataError
-from synaptorch.io import FolderLock, atomic_write_text, check_folder_path, recover_leftovers
+from synaptorch.io import (
+    FolderLock,
+    atomic_write_text,
+    check_folder_path,
+    fsync_path,
+    make_folder,
+    recover_leftovers,
+)
 from synaptorch.registry import model_class
 from synaptorch.train.config import RunConfig, RunRequest, TrainConfig, resumed_run_config, with_vocab
 
@@ -53,11 +61,13 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class RunInterrupted(Exception):
-    """A signal stopped the run at a step boundary, after `checkpoint` was written."""
+    """A signal stopped the run: at a step boundary after `checkpoint` was written, or, for a second
+    signal, at once (`at_once`), `checkpoint` then being the last one written before."""
 
-    def __init__(self, signum: int, checkpoint: Path | None) -> None:
-        self.signum, self.checkpoint = signum, checkpoint
-        super().__init__(f"{signal.Signals(signum).name}: saved {checkpoint}")
+    def __init__(self, signum: int, checkpoint: Path | None, at_once: bool = False) -> None:
+        self.signum, self.checkpoint, self.at_once = signum, checkpoint, at_once
+        done = "stopped at once; the last checkpoint is" if at_once else "saved"
+        super().__init__(f"{signal.Signals(signum).name}: {done} {checkpoint}")
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -234,8 +244,11 @@ class Trainer:
         # The lock is held from before anything is written (a repair included) to the end of `fit`;
         # a folder that does not exist yet is made and locked once the inputs are checked.
         self._lock = lock if lock is not None or not self.out.is_dir() else _lock_and_repair(self.out)
-        with released_on_error(self._lock):
+        try:
             self._start(run, resume_from)
+        except BaseException:
+            self.close()  # the lock of this folder, whenever `_start` took it
+            raise
 
     def _start(self, run: RunConfig, resume_from: Path | None) -> None:
         if resume_from is None and step_checkpoints(self.out):
@@ -266,11 +279,12 @@ class Trainer:
         self.check_inputs()
         if self._lock is None:
             self._lock = FolderLock(self.out, "run folder")
+            if resume_from is None and step_checkpoints(self.out):  # another run got here first
+                raise ConfigError(f"{self.out} already holds checkpoints; pass --resume or choose another --out")
         torch.manual_seed(cfg.seed)
         if resume_from is not None:
             self.model = load_model(resume_from).to(self.device)
-            if self.model.config.vocab_size != self.tokenizer.vocab_size:
-                raise DataError("the checkpoint's vocabulary does not match its tokenizer")
+            check_vocab(self.model, self.tokenizer)
         else:
             run = with_vocab(run, self.tokenizer.vocab_size)
             self.model = model_class(run.architecture)(run.model).to(self.device)
@@ -302,8 +316,8 @@ class Trainer:
     def resume(cls, out: str | Path, request: RunRequest | None = None, progress: bool = True) -> Trainer:
         """Continue the latest checkpoint of the run folder `out` exactly where it stopped.
 
-        `request` holds settings given again; only those that change no result (device,
-        intervals, compile, recompute) and the run's length may differ from the saved ones.
+        `request` holds settings given again; only the run's length and where and how it runs
+        (device, intervals, compile, recompute) may differ from the saved ones.
         """
         run, out, checkpoint, lock = cls._resumed(out, request)
         return cls(run, out, progress, resume_from=checkpoint, lock=lock)
@@ -392,11 +406,14 @@ class Trainer:
 
     def log(self, record: dict) -> None:
         """Append a record to metrics.jsonl and flush it to the disk."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / METRICS, "a") as f:
+        path = make_folder(self.out) / METRICS
+        created = not path.exists()
+        with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        if created:
+            fsync_path(self.out)
 
     def _forget_metrics_after(self, step: int) -> None:
         """Drop records of steps that a crash lost (and a line it cut short), so each step is logged once."""
@@ -451,14 +468,14 @@ class Trainer:
     @contextmanager
     def _stop_at_step_boundaries(self) -> Iterator[None]:
         """While training, SIGINT and SIGTERM ask for a stop at the next step boundary; a second one
-        stops at once (KeyboardInterrupt). Signals can only be caught in the main thread."""
+        stops at once (RunInterrupted with at_once). Signals can only be caught in the main thread."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def ask_to_stop(signum: int, frame: object) -> None:
             if self._stop_signal is not None:
-                raise KeyboardInterrupt
+                raise RunInterrupted(signum, self.last_checkpoint, at_once=True)
             self._stop_signal = signum
             print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop now)", file=sys.stderr)
 
@@ -467,7 +484,8 @@ class Trainer:
             yield
         finally:
             for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                # None: a handler installed outside Python, which cannot be put back from here.
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
     def fit(self) -> dict:
         """Train to max_steps (or max_time); returns the last evaluation.
@@ -477,6 +495,7 @@ class Trainer:
         """
         cfg = self.cfg
         if self.finished:
+            self.close()
             return self.last_evaluation()
         if not self._lock.held:
             self._lock = FolderLock(self.out, "run folder")
@@ -519,14 +538,11 @@ class Trainer:
                     if self.step % cfg.eval_interval == 0 or self.finished or out_of_time:
                         last_eval = self._evaluate_and_save(bar, loss, tokens_per_s)
                         saved = True
-                    if self._stop_signal is not None:
+                    if self._stop_signal is not None and not self.finished:  # a finished run stops anyway
                         folder = self.last_checkpoint if saved else self.save()
                         raise RunInterrupted(self._stop_signal, folder)
                     if out_of_time:
                         break
-        except KeyboardInterrupt:
-            print(f"stopped at once; the last checkpoint is {self.last_checkpoint}", file=sys.stderr)
-            raise
         finally:
             bar.close()
             self._lock.release()
