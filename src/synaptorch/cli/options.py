@@ -17,6 +17,8 @@ from synaptorch.fields import field_types
 
 def user_errors(command: Callable) -> Callable:
     """User errors become one stderr line and exit code 2; a stop signal exits 128 + its number."""
+    import torch.distributed
+
     from synaptorch.train.trainer import RunInterrupted
 
     @functools.wraps(command)
@@ -29,6 +31,13 @@ def user_errors(command: Callable) -> Callable:
         except OSError as exc:  # an output path that cannot be written: a file where a folder must be
             click.echo(f"error: {exc.strerror or exc}: {exc.filename}" if exc.filename else f"error: {exc}", err=True)
             sys.exit(2)
+        except RuntimeError as exc:
+            if not torch.distributed.is_initialized():
+                raise
+            # With several processes, a failed collective means another process died or hung.
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            click.echo(f"error: a training process failed or stopped answering: {first_line}", err=True)
+            sys.exit(1)
         except RunInterrupted as exc:
             click.echo(f"interrupted by {exc}", err=True)
             sys.exit(128 + exc.signum)

@@ -107,23 +107,31 @@ def train_command(architecture, preset, config_file, out, resume, sample_tokens,
     else:
         run = new_run_config(request)
         trainer = Trainer(run, out or f"runs/{run.architecture}", progress=not quiet)
-    click.echo(f"training {_describe_run(trainer)}")
+    _echo(trainer, f"training {_describe_run(trainer)}")
     _fit(trainer, sample_tokens)
+
+
+def _echo(trainer, text: str) -> None:
+    """Print for the run: with several processes the main one speaks for all."""
+    if trainer.world.is_main:
+        click.echo(text)
 
 
 def _fit(trainer, sample_tokens: int) -> None:
     """Train, then print a sample and the JSON line; a finished run says so and trains nothing."""
     if trainer.finished:
-        click.echo(f"nothing to train: {trainer.out} is at step {trainer.step} of max_steps {trainer.cfg.max_steps}")
+        _echo(
+            trainer, f"nothing to train: {trainer.out} is at step {trainer.step} of max_steps {trainer.cfg.max_steps}"
+        )
         result = trainer.last_evaluation()
     else:
         result = trainer.fit()
-        if sample_tokens > 0:
+        if sample_tokens > 0 and trainer.world.is_main:
             _print_sample(trainer, sample_tokens)
     trainer.close()
     record = {"checkpoint": str(trainer.last_checkpoint), "step": trainer.step, "tokens": trainer.tokens_seen}
     record.update({k: v for k, v in result.items() if k not in ("step", "tokens")})
-    click.echo(json.dumps(record))
+    _echo(trainer, json.dumps(record))
 
 
 def _describe_run(trainer) -> str:
@@ -211,9 +219,10 @@ def distill_command(
             click.echo(json.dumps({**record, "seconds": round(time.perf_counter() - start, 3)}))
             return
         trainer = DistillTrainer(run, out, model, settings, cache=cache, progress=not quiet)
-    click.echo(
+    _echo(
+        trainer,
         f"distilling {model.name} into {_describe_run(trainer)}; alpha {trainer.distill.alpha}, tau "
         f"{trainer.distill.tau}, top-k {trainer.distill.top_k or 'all'}, "
-        + (f"cache {cache or trainer.cache}" if trainer.cache else "teacher run on each batch")
+        + (f"cache {cache or trainer.cache}" if trainer.cache else "teacher run on each batch"),
     )
     _fit(trainer, sample_tokens)

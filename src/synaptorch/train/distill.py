@@ -190,7 +190,12 @@ class DistillTrainer(Trainer):
         if self.cache is None:
             self.signal = LiveSignal(self.teacher, self.corpus.tokens, self.distill.top_k)
         else:
-            self.signal, _ = open_teacher_cache(self.cache, self.teacher, self.corpus, self.distill, self.progress)
+            for turn in (True, False):  # the main process fills a missing cache; the others then read it
+                if self.world.is_main == turn:
+                    self.signal, _ = open_teacher_cache(
+                        self.cache, self.teacher, self.corpus, self.distill, self.progress
+                    )
+                self.world.barrier()
 
     @classmethod
     def resume(
@@ -239,7 +244,8 @@ class DistillTrainer(Trainer):
         """Validation loss on the data (nats per token, bpb) and KL(teacher || student) at tau = 1."""
         tokens = self.cfg.eval_tokens if max_tokens is None else max_tokens
         block, offset = self.cfg.block_size, self.corpus.split_index
-        batches = eval_batches(self.model, self.corpus.split("val"), block, self.cfg.batch_size, self.device, tokens)
+        val = self.corpus.split("val")
+        batches = eval_batches(self.model, val, block, self.cfg.batch_size, self.device, tokens, self.world)
         ce_sum, kl_sum, count = 0.0, 0.0, 0
         for starts, logits, targets in batches:
             ids, logprobs = self.signal.targets([offset + s for s in starts], block)
@@ -247,6 +253,7 @@ class DistillTrainer(Trainer):
             _, ce, kl = distillation_loss(logits, targets, ids, logprobs.to(self.device), 1.0, 1.0)
             n = targets.numel()
             ce_sum, kl_sum, count = ce_sum + ce.item() * n, kl_sum + kl.item() * n, count + n
+        ce_sum, kl_sum, count = self.world.sum([ce_sum, kl_sum, count], self.device)
         loss = ce_sum / count
         return {"val_loss": loss, "val_bpb": bits_per_byte(loss, self.corpus), "val_kl": kl_sum / count}
 

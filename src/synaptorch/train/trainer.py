@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -56,6 +56,7 @@ from synaptorch.io import (
 )
 from synaptorch.registry import model_class
 from synaptorch.train.config import RunConfig, RunRequest, TrainConfig, resumed_run_config, with_vocab
+from synaptorch.train.distributed import SINGLE, World, check_global_batch, current_world, device_for
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -76,6 +77,12 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def equal_chunks(items: list[int], most: int) -> list[list[int]]:
+    """`items` cut into the fewest chunks of one size no larger than `most`."""
+    size = max(d for d in range(1, min(most, len(items)) + 1) if len(items) % d == 0)
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class BatchSampler:
@@ -122,11 +129,12 @@ def eval_window_starts(n_tokens: int, block_size: int, max_tokens: int = 0) -> n
 
 
 def eval_windows(
-    tokens: np.ndarray, block_size: int, batch_size: int, max_tokens: int = 0
+    tokens: np.ndarray, block_size: int, batch_size: int, max_tokens: int = 0, world: World = SINGLE
 ) -> Iterator[tuple[list[int], Tensor]]:
     """(window starts, tokens (B, block_size + 1) int64) for batches of the `eval_window_starts`
-    windows of `tokens`: inputs and their next-token targets."""
-    starts = eval_window_starts(len(tokens), block_size, max_tokens)
+    windows of `tokens`: inputs and their next-token targets. Each process of `world` takes its
+    share of the windows."""
+    starts = world.part(eval_window_starts(len(tokens), block_size, max_tokens))
     for i in range(0, len(starts), batch_size):
         batch_starts = [int(s) for s in starts[i : i + batch_size]]
         rows = [tokens[s : s + block_size + 1].astype(np.int64) for s in batch_starts]
@@ -140,13 +148,15 @@ def eval_batches(
     batch_size: int,
     device: torch.device,
     max_tokens: int = 0,
+    world: World = SINGLE,
 ) -> Iterator[tuple[list[int], Tensor, Tensor]]:
     """(window starts, logits (B, T, V) in float32, targets (B, T)) for batches of the
-    `eval_window_starts` windows of `tokens`, without gradients and with the model in eval mode."""
+    `eval_window_starts` windows of `tokens` (this process's share of them), without gradients
+    and with the model in eval mode."""
     was_training = model.training
     model.eval()
     try:
-        for batch_starts, batch in eval_windows(tokens, block_size, batch_size, max_tokens):
+        for batch_starts, batch in eval_windows(tokens, block_size, batch_size, max_tokens, world):
             batch = batch.to(device)
             with torch.no_grad(), autocast_for(device):
                 logits = model(batch[:, :-1])
@@ -162,13 +172,16 @@ def evaluate_loss(
     batch_size: int,
     device: torch.device,
     max_tokens: int = 0,
+    world: World = SINGLE,
 ) -> tuple[float, int]:
-    """Mean next-token loss (nats) over the `eval_window_starts` windows of `tokens`, and the tokens scored."""
+    """Mean next-token loss (nats) over the `eval_window_starts` windows of `tokens`, and the tokens
+    scored; the processes of `world` score their shares and add them up."""
     total, count = 0.0, 0
-    for _, logits, targets in eval_batches(model, tokens, block_size, batch_size, device, max_tokens):
+    for _, logits, targets in eval_batches(model, tokens, block_size, batch_size, device, max_tokens, world):
         total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
         count += targets.numel()
-    return total / count, count
+    total, count = world.sum([total, count], device)
+    return total / count, int(count)
 
 
 def bits_per_byte(loss: float, corpus: Corpus) -> float:
@@ -239,11 +252,16 @@ class Trainer:
         lock: FolderLock | None = None,
     ) -> None:
         self.out = Path(out)
-        self.progress = progress
+        self.world = current_world()
+        self.progress = progress and self.world.is_main
         check_folder_path(self.out, "--out")
-        # The lock is held from before anything is written (a repair included) to the end of `fit`;
-        # a folder that does not exist yet is made and locked once the inputs are checked.
-        self._lock = lock if lock is not None or not self.out.is_dir() else _lock_and_repair(self.out)
+        # The lock is held from before anything is written (a repair included) to the end of `fit`,
+        # by the one process that writes; a folder that does not exist yet is made and locked once
+        # the inputs are checked.
+        self._lock = lock
+        if lock is None and self.world.is_main and self.out.is_dir():
+            self._lock = _lock_and_repair(self.out)
+        self.world.barrier()  # the others read the folder once it is repaired
         try:
             self._start(run, resume_from)
         except BaseException:
@@ -256,18 +274,22 @@ class Trainer:
                 f"{self.out} already holds checkpoints; pass --resume to continue or choose another --out"
             )
         cfg = run.train
-        self.device = pick_device(cfg.device)
+        self.device = pick_device(device_for(self.world, cfg.device))
+        self.local_batch = check_global_batch(self.world, cfg.batch_size, cfg.grad_accum)
         # A resumed run reads the copy of its tokenizer saved with the checkpoint.
         if resume_from is None:
             self.tokenizer = load_tokenizer(cfg.tokenizer)
-            self.corpus = load_corpus(cfg.data, self.tokenizer, cfg.val_fraction)
         else:
             self.tokenizer = load_checkpoint_tokenizer(resume_from)
             if cfg.tokenizer != read_meta(resume_from)["train"]["tokenizer"]:
                 given = load_tokenizer(cfg.tokenizer).identity()
                 if given != self.tokenizer.identity():
                     raise ConfigError(f"--tokenizer {cfg.tokenizer} is not the tokenizer the run was trained with")
-            self.corpus = self._saved_corpus(resume_from, cfg)
+        # The main process tokenizes a new corpus once; the others then read its cache.
+        for turn in (True, False):
+            if self.world.is_main == turn:
+                self.corpus = self._corpus(resume_from, cfg)
+            self.world.barrier()
         cfg = replace(cfg, data=corpus_location(cfg.data))
         for split in ("train", "val"):
             if len(self.corpus.split(split)) < cfg.block_size + 1:
@@ -277,7 +299,7 @@ class Trainer:
                 )
 
         self.check_inputs()
-        if self._lock is None:
+        if self._lock is None and self.world.is_main:
             self._lock = FolderLock(self.out, "run folder")
             if resume_from is None and step_checkpoints(self.out):  # another run got here first
                 raise ConfigError(f"{self.out} already holds checkpoints; pass --resume or choose another --out")
@@ -307,9 +329,16 @@ class Trainer:
             _set_rng_state(state["rng"])
             self.step, self.tokens_seen = state["step"], state["tokens_seen"]
             self.train_seconds = state.get("train_seconds", 0.0)
-            self._forget_metrics_after(self.step)
+        if self.world.is_main:
+            self._forget_metrics_after(self.step)  # a new run drops the records of an attempt that saved nothing
         self.model.recompute = cfg.recompute
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.ddp = self.model
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            devices = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=devices)
+        self.forward = torch.compile(self.ddp) if cfg.compile else self.ddp
         self._stop_signal: int | None = None
 
     @classmethod
@@ -323,11 +352,14 @@ class Trainer:
         return cls(run, out, progress, resume_from=checkpoint, lock=lock)
 
     @classmethod
-    def _resumed(cls, out: str | Path, request: RunRequest | None) -> tuple[RunConfig, Path, Path, FolderLock]:
-        """The resumed run's configuration, its folder, its latest checkpoint and the folder's lock."""
+    def _resumed(cls, out: str | Path, request: RunRequest | None) -> tuple[RunConfig, Path, Path, FolderLock | None]:
+        """The resumed run's configuration, its folder, its latest checkpoint and the folder's lock
+        (held by the main process; every process resumes from the same checkpoint)."""
         out = Path(out)
         check_folder_path(out, "--out")
-        lock = _lock_and_repair(out) if out.is_dir() else None
+        world = current_world()
+        lock = _lock_and_repair(out) if out.is_dir() and world.is_main else None
+        world.barrier()
         with released_on_error(lock):
             existing = step_checkpoints(out)
             if not existing:
@@ -340,11 +372,13 @@ class Trainer:
                 raise ConfigError(f"{existing[-1]} holds no training state; it cannot be resumed")
             return resumed_run_config(meta, request or RunRequest()), out, existing[-1], lock
 
-    def _saved_corpus(self, checkpoint: Path, cfg: TrainConfig) -> Corpus:
-        """The corpus of a resumed run, at `cfg.data`, refused unless it is the one trained on."""
+    def _corpus(self, checkpoint: Path | None, cfg: TrainConfig) -> Corpus:
+        """The corpus at `cfg.data`; for a resumed run, refused unless it is the one trained on."""
+        if checkpoint is None:
+            return load_corpus(cfg.data, self.tokenizer, cfg.val_fraction, build=self.world.is_main)
         saved = read_meta(checkpoint).get("corpus", {})
         try:
-            corpus = load_corpus(cfg.data, self.tokenizer, cfg.val_fraction)
+            corpus = load_corpus(cfg.data, self.tokenizer, cfg.val_fraction, build=self.world.is_main)
         except DataError as exc:
             raise DataError(f"the run's corpus is not readable ({exc}); pass --data with a copy of it") from None
         if saved.get("sha256") not in (None, corpus.sha256):
@@ -365,21 +399,30 @@ class Trainer:
     # --- one step -------------------------------------------------------------------
 
     def train_step(self) -> float:
+        """One optimizer step on the global batch of batch_size x grad_accum windows.
+
+        Every process draws the same windows and takes its share, in micro-batches of equal size, so
+        the gradient (averaged over the processes) and the returned loss are the global batch's
+        mean whatever the number of processes; gradients are exchanged once, on the last micro-batch.
+        """
         cfg = self.cfg
         lr = learning_rate(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
+        starts = [start for _ in range(cfg.grad_accum) for start in self.sampler.next_starts()]
+        chunks = equal_chunks(self.world.part(starts), cfg.batch_size)
         total = 0.0
-        for _ in range(cfg.grad_accum):
-            starts = self.sampler.next_starts()
-            x, y = self.sampler.windows(starts)
+        for i, chunk in enumerate(chunks):
+            x, y = self.sampler.windows(chunk)
             x, y = x.to(self.device), y.to(self.device)
-            with autocast_for(self.device):
-                logits = self.forward(x)
-            loss = self.loss(logits.float(), y, starts)
-            self.scaler.scale(loss / cfg.grad_accum).backward()
-            total += loss.item() / cfg.grad_accum
+            accumulate = self.world.distributed and i < len(chunks) - 1
+            with self.ddp.no_sync() if accumulate else nullcontext():
+                with autocast_for(self.device):
+                    logits = self.forward(x)
+                loss = self.loss(logits.float(), y, chunk)
+                self.scaler.scale(loss / len(chunks)).backward()
+            total += loss.item() / len(chunks)
         if cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -388,7 +431,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += cfg.batch_size * cfg.block_size * cfg.grad_accum
-        return total
+        return self.world.sum([total], self.device)[0] / self.world.size
 
     def loss(self, logits: Tensor, targets: Tensor, starts: list[int]) -> Tensor:
         """The training loss of one micro-batch, whose windows start at `starts` in the training split."""
@@ -399,13 +442,14 @@ class Trainer:
     def evaluate(self, max_tokens: int | None = None) -> dict:
         """Validation loss and bpb; the eval line prints any further `val_` figures a subclass adds."""
         tokens = self.cfg.eval_tokens if max_tokens is None else max_tokens
-        loss, _ = evaluate_loss(
-            self.model, self.corpus.split("val"), self.cfg.block_size, self.cfg.batch_size, self.device, tokens
-        )
+        val, cfg = self.corpus.split("val"), self.cfg
+        loss, _ = evaluate_loss(self.model, val, cfg.block_size, cfg.batch_size, self.device, tokens, self.world)
         return {"val_loss": loss, "val_bpb": bits_per_byte(loss, self.corpus)}
 
     def log(self, record: dict) -> None:
-        """Append a record to metrics.jsonl and flush it to the disk."""
+        """Append a record to metrics.jsonl and flush it to the disk (the main process's job)."""
+        if not self.world.is_main:
+            return
         path = make_folder(self.out) / METRICS
         created = not path.exists()
         with open(path, "a") as f:
@@ -433,6 +477,16 @@ class Trainer:
         return {}
 
     def save(self) -> Path:
+        """Write the checkpoint of this step; with several processes the main one writes it and the
+        others wait, so that none reads or deletes a checkpoint being written."""
+        folder = self.out / f"step-{self.step:07d}"
+        if self.world.is_main:
+            self._write_checkpoint(folder)
+        self.world.barrier()
+        self.last_checkpoint = folder
+        return folder
+
+    def _write_checkpoint(self, folder: Path) -> None:
         state = {
             "optimizer": self.optimizer.state_dict(),
             "sampler": self.sampler.state_dict(),
@@ -443,9 +497,9 @@ class Trainer:
         }
         if self.scaler.is_enabled():
             state["scaler"] = self.scaler.state_dict()
-        folder = save_model(
+        save_model(
             self.model,
-            self.out / f"step-{self.step:07d}",
+            folder,
             tokenizer=self.tokenizer,
             trainer_state=state,
             train=self.cfg.to_dict(),
@@ -456,8 +510,6 @@ class Trainer:
         )
         for old in step_checkpoints(self.out)[: -self.cfg.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
-        self.last_checkpoint = folder
-        return folder
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -497,7 +549,7 @@ class Trainer:
         if self.finished:
             self.close()
             return self.last_evaluation()
-        if not self._lock.held:
+        if self.world.is_main and not self._lock.held:
             self._lock = FolderLock(self.out, "run folder")
         bar = tqdm(
             total=cfg.max_steps,
@@ -534,18 +586,20 @@ class Trainer:
                                 "tokens_per_s": round(tokens_per_s, 1),
                             }
                         )
-                    out_of_time = cfg.max_time and elapsed >= cfg.max_time
+                    # Every process takes these decisions together: a signal may reach only some of them.
+                    out_of_time = self.world.any(bool(cfg.max_time and elapsed >= cfg.max_time), self.device)
                     if self.step % cfg.eval_interval == 0 or self.finished or out_of_time:
                         last_eval = self._evaluate_and_save(bar, loss, tokens_per_s)
                         saved = True
-                    if self._stop_signal is not None and not self.finished:  # a finished run stops anyway
+                    stop = self.world.any(self._stop_signal is not None, self.device)
+                    if stop and not self.finished:  # a finished run stops anyway
                         folder = self.last_checkpoint if saved else self.save()
-                        raise RunInterrupted(self._stop_signal, folder)
+                        raise RunInterrupted(self._stop_signal or signal.SIGTERM, folder)
                     if out_of_time:
                         break
         finally:
             bar.close()
-            self._lock.release()
+            self.close()
         return last_eval
 
     def _evaluate_and_save(self, bar: tqdm, loss: float, tokens_per_s: float) -> dict:
