@@ -145,3 +145,37 @@ def test_sigterm_to_the_launcher_checkpoints_every_process_and_resumes_exactly(c
     assert resumed.returncode == 0, resumed.stderr
     assert _close(_records(out), _records(straight))
     shutil.rmtree(straight)
+
+
+def _workers(out) -> list[int]:
+    """The process ids of the training workers writing into `out` (not their launcher)."""
+    listing = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [
+        int(line.split()[0])
+        for line in listing.splitlines()[1:]
+        if f"--out {out}" in line and "torch.distributed.run" not in line and " -m synaptorch " in line
+    ]
+
+
+@pytest.mark.slow
+def test_a_dead_process_ends_the_others_with_one_error_line_soon(corpus, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "synaptorch"]
+    launcher = subprocess.Popen(
+        [*command, "train", "--out", str(out), "--data", str(corpus), *TINY, "--max-steps", "100000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not step_checkpoints(out):
+        assert time.monotonic() < deadline and launcher.poll() is None
+        time.sleep(0.05)
+    victim = max(_workers(out))
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode != 0
+    assert time.monotonic() - killed_at < 60
+    assert "error: a training process failed or stopped answering" in stderr
+    assert step_checkpoints(out)  # the checkpoints written before are kept
