@@ -1,5 +1,6 @@
 """Real torchrun launches on the CPU (gloo): several processes train exactly as one."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -130,12 +131,15 @@ def test_sigterm_to_the_launcher_checkpoints_every_process_and_resumes_exactly(c
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    while not (out / "metrics.jsonl").is_file() or len(_records(out)) < 20:
-        assert time.monotonic() < deadline and launcher.poll() is None
-        time.sleep(0.05)
-    launcher.send_signal(signal.SIGTERM)
-    _, stderr = launcher.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "metrics.jsonl").is_file() or len(_records(out)) < 20:
+            assert time.monotonic() < deadline and launcher.poll() is None
+            time.sleep(0.05)
+        launcher.send_signal(signal.SIGTERM)
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        _stop(launcher, out)
     assert launcher.returncode != 0
     assert "interrupted by SIGTERM: saved" in stderr
     [checkpoint] = step_checkpoints(out)
@@ -145,6 +149,16 @@ def test_sigterm_to_the_launcher_checkpoints_every_process_and_resumes_exactly(c
     assert resumed.returncode == 0, resumed.stderr
     assert _close(_records(out), _records(straight))
     shutil.rmtree(straight)
+
+
+def _stop(launcher: subprocess.Popen, out) -> None:
+    """Leave no launcher or worker running after a test, passed or failed."""
+    for pid in _workers(out):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if launcher.poll() is None:
+        launcher.kill()
+        launcher.communicate()
 
 
 def _workers(out) -> list[int]:
@@ -167,14 +181,17 @@ def test_a_dead_process_ends_the_others_with_one_error_line_soon(corpus, tmp_pat
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    while not step_checkpoints(out):
-        assert time.monotonic() < deadline and launcher.poll() is None
-        time.sleep(0.05)
-    victim = max(_workers(out))
-    os.kill(victim, signal.SIGKILL)
-    killed_at = time.monotonic()
-    _, stderr = launcher.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        while not step_checkpoints(out):
+            assert time.monotonic() < deadline and launcher.poll() is None
+            time.sleep(0.05)
+        victim = max(_workers(out))
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        _stop(launcher, out)
     assert launcher.returncode != 0
     assert time.monotonic() - killed_at < 60
     assert "error: a training process failed or stopped answering" in stderr
