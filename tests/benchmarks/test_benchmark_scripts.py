@@ -155,3 +155,29 @@ def test_distill_quick_trains_both_students_on_the_same_steps():
         assert 0 < run["val_loss"] < 11.5 and run["val_kl"] > 0 and run["wall_s"] >= run["train_s"] > 0
     assert record["val_loss_gain"] == pytest.approx(data_only["val_loss"] - distilled["val_loss"], abs=2e-4)
     assert record["data_only_equal_seconds"]["steps"] >= data_only["steps"]
+
+
+@pytest.mark.slow
+def test_distributed_quick_times_one_process_against_two_and_tokenizes_in_bounded_memory():
+    record = run_benchmark("distributed.py", "--quick")
+    runs = record["runs"]
+    assert set(runs) == {"single_1_thread", "single_default_threads", "distributed"}
+    assert [runs[name]["processes"] for name in runs] == [1, 1, 2]
+    assert runs["single_1_thread"]["threads_per_process"] == 1
+    for run in runs.values():
+        assert run["tokens_per_s"] > 0 and run["measured_steps"] == 8  # steps 5 to 12, after the warm-up record
+        assert run["measured_tokens"] == 8 * run["tokens_per_step"]
+    # The processes divide one global batch: the same tokens per step, and the same training up to rounding.
+    assert len({run["tokens_per_step"] for run in runs.values()}) == 1
+    losses = [run["final_val_loss"] for run in runs.values()]
+    assert max(losses) - min(losses) < 0.05
+    distributed = runs["distributed"]["tokens_per_s"]
+    best_single = max(runs["single_1_thread"]["tokens_per_s"], runs["single_default_threads"]["tokens_per_s"])
+    assert record["speedup_over_best_single"] == pytest.approx(distributed / best_single, abs=2e-3)
+    assert record["scaling_efficiency"] == pytest.approx(
+        distributed / (2 * runs["single_1_thread"]["tokens_per_s"]), abs=2e-3
+    )
+    corpus = record["corpus"]
+    assert corpus["files"] >= 2 and corpus["tokens"] == corpus["bytes"] + corpus["files"] - 1  # files joined by "\n"
+    assert 0 < corpus["rss_after_imports_mib"] <= corpus["peak_rss_mib"] and corpus["seconds"] > 0
+    assert corpus["peak_over_imports_mib"] < 256  # the corpus is 51 MiB: streamed, never held whole

@@ -80,8 +80,9 @@ def current_world() -> World:
         if use_cuda:
             torch.cuda.set_device(world.local_rank)
         dist.init_process_group("nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
-    # Processes on one machine share its cores; torch would give each of them all of them.
-    if "OMP_NUM_THREADS" not in os.environ:
+    # Processes on one machine share its cores. torchrun sets OMP_NUM_THREADS=1 where it is unset,
+    # which leaves most cores idle when there are fewer processes than cores: 1 counts as unset.
+    if os.environ.get("OMP_NUM_THREADS", "1") == "1":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.local_size))
     return world
 
