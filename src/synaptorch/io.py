@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -51,20 +53,29 @@ def make_folder(folder: str | Path) -> Path:
     return folder
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` through a fsynced temporary file and a rename."""
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file open for writing that becomes `path` when the block ends: written under a
+    temporary name, fsynced, renamed into place and the rename fsynced; a failed block leaves
+    `path` as it was and no temporary file."""
     path = Path(path)
     make_folder(path.parent)
-    tmp = path.with_name(f".{path.name}{TMP_TAG}{os.getpid()}")
+    tmp = _sibling(path, TMP_TAG)
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     fsync_path(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` through a fsynced temporary file and a rename."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from synaptorch.data.tokenizer import ByteTokenizer, HFTokenizer
 from synaptorch.errors import DataError
-from synaptorch.io import TMP_TAG, atomic_write_bytes, fsync_path, make_folder, recover_folder
+from synaptorch.io import atomic_file, atomic_write_bytes, recover_folder
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -248,47 +248,31 @@ def _build_cache(
     path: Path, spec: str | Path, tokenizer: ByteTokenizer | HFTokenizer, dtype: np.dtype, digest: str, n_bytes: int
 ) -> None:
     """Tokenize the corpus into the cache file `path`, through a fsynced temporary file and a rename."""
-    make_folder(path.parent)
     recover_folder(path)  # an earlier build that crashed may have left gigabytes behind
-    tmp = path.with_name(f".{path.name}{TMP_TAG}{os.getpid()}")
     sha = hashlib.sha256()
-    try:
-        with (
-            open(tmp, "wb") as f,
-            tqdm(
-                total=n_bytes,
-                unit="B",
-                unit_scale=True,
-                desc="tokenizing",
-                file=sys.stderr,
-                disable=n_bytes <= PROGRESS_BYTES,
-            ) as bar,
-        ):
+    bar = tqdm(
+        total=n_bytes, unit="B", unit_scale=True, desc="tokenizing", file=sys.stderr, disable=n_bytes <= PROGRESS_BYTES
+    )
+    with bar, atomic_file(path) as f:
 
-            def read() -> Iterator[bytes]:
-                for chunk in iter_corpus(spec):
-                    sha.update(chunk)
-                    bar.update(len(chunk))
-                    yield chunk
+        def read() -> Iterator[bytes]:
+            for chunk in iter_corpus(spec):
+                sha.update(chunk)
+                bar.update(len(chunk))
+                yield chunk
 
-            # The count is known only at the end: its room is kept here and it is written last.
-            f.write(bytes(COUNT_BYTES))
-            count = 0
-            for tokens in _tokenize(read(), tokenizer, dtype):
-                f.write(tokens)
-                count += len(tokens)
-            # The key is the digest of the first pass: a corpus edited since would be cached under
-            # the key of content it no longer has.
-            if sha.hexdigest() != digest:
-                raise DataError(f"corpus {spec} changed while it was being tokenized; run again")
-            f.seek(0)
-            f.write(struct.pack(COUNT_FORMAT, count))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_path(path.parent)
+        # The count is known only at the end: its room is kept here and it is written last.
+        f.write(bytes(COUNT_BYTES))
+        count = 0
+        for tokens in _tokenize(read(), tokenizer, dtype):
+            f.write(tokens)
+            count += len(tokens)
+        # The key is the digest of the first pass: a corpus edited since would be cached under
+        # the key of content it no longer has.
+        if sha.hexdigest() != digest:
+            raise DataError(f"corpus {spec} changed while it was being tokenized; run again")
+        f.seek(0)
+        f.write(struct.pack(COUNT_FORMAT, count))
 
 
 def load_corpus(
