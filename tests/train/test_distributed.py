@@ -123,7 +123,8 @@ def test_a_global_batch_that_does_not_divide_is_one_line_per_process(corpus, tmp
 def test_sigterm_to_the_launcher_checkpoints_every_process_and_resumes_exactly(corpus, tmp_path):
     straight, out = tmp_path / "straight", tmp_path / "run"
     long = ("--max-steps", 400, "--eval-interval", 100)
-    assert _torchrun(2, "train", "--out", straight, "--data", corpus, *TINY, *long).returncode == 0
+    proc = _torchrun(2, "train", "--out", straight, "--data", corpus, *TINY, *long)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "synaptorch"]
     launcher = subprocess.Popen(
         [*command, "train", "--out", str(out), "--data", str(corpus), *TINY, *map(str, long)],

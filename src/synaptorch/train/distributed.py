@@ -8,6 +8,7 @@ batch, batch_size x grad_accum sequences per optimizer step; the processes only 
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,11 +81,19 @@ def current_world() -> World:
         if use_cuda:
             torch.cuda.set_device(world.local_rank)
         dist.init_process_group("nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
+        # A process group left to the interpreter's teardown can abort the process as it exits
+        # (gloo's threads are destroyed while still joinable), failing a run that has finished.
+        atexit.register(_leave_process_group)
     # Processes on one machine share its cores. torchrun sets OMP_NUM_THREADS=1 where it is unset,
     # which leaves most cores idle when there are fewer processes than cores: 1 counts as unset.
     if os.environ.get("OMP_NUM_THREADS", "1") == "1":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.local_size))
     return world
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def device_for(world: World, spec: str) -> str:
