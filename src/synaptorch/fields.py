@@ -35,7 +35,12 @@ def _fits(value: object, accepted: tuple[type, ...]) -> bool:
         return bool in accepted
     if isinstance(value, int) and float in accepted:
         return True
-    return isinstance(value, tuple(t for t in accepted if t is not bool))
+    for kind in accepted:
+        if typing.get_origin(kind) is tuple:  # tuple[int, ...], a list once read from JSON or TOML
+            (item, *_) = typing.get_args(kind)
+            if isinstance(value, list | tuple) and all(_fits(v, (item,)) for v in value):
+                return True
+    return isinstance(value, tuple(t for t in accepted if t is not bool and typing.get_origin(t) is None))
 
 
 def check_values(cls: type, values: object, section: str) -> dict:

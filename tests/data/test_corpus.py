@@ -1,5 +1,6 @@
 import hashlib
 import io
+import itertools
 import urllib.error
 import urllib.request
 
@@ -9,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from synaptorch.data import corpus as corpus_module
-from synaptorch.data.corpus import Corpus, _tokens_dtype, load_corpus, read_corpus
+from synaptorch.data.corpus import Corpus, _tokens_dtype, iter_corpus, load_corpus, read_corpus
 from synaptorch.data.tokenizer import ByteTokenizer, HFTokenizer
 from synaptorch.errors import DataError
 
@@ -170,3 +171,15 @@ def test_a_damaged_token_cache_is_rebuilt_not_read_as_a_shorter_corpus(corpus, c
     again = load_corpus(corpus, ByteTokenizer())
     assert np.array_equal(np.array(again.tokens), first)
     assert cached.read_bytes() == data
+
+
+def test_the_standard_library_corpus_is_its_source_without_tests():
+    from synaptorch.data.corpus import stdlib_source_files
+
+    files = stdlib_source_files()
+    names = {p.name for p in files}
+    assert {"os.py", "functools.py", "__init__.py"} <= names
+    assert files == sorted(files)
+    assert not any(part in ("test", "site-packages") for p in files for part in p.parts[-3:-1])
+    head = b"".join(itertools.islice(iter_corpus("pystdlib"), 3))
+    assert head.startswith(files[0].read_bytes()[:100])

@@ -20,6 +20,7 @@ COMMANDS = {
     "spike-eval": ("synaptorch.cli.evaluate", "Run a BDH checkpoint with integrate-and-fire neurons against its ReLU."),
     "info": ("synaptorch.cli.checkpoints", "Config, parameter count and training state of a checkpoint."),
     "convert": ("synaptorch.cli.checkpoints", "Convert a checkpoint of the reference BDH code."),
+    "merge": ("synaptorch.cli.merge", "Merge BDH models by putting their neurons side by side, no training."),
     "inspect": ("synaptorch.cli.inspect", "Look inside a BDH checkpoint: sparsity, synapses, neurons, graph."),
 }
 

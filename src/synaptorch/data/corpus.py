@@ -3,6 +3,8 @@
 Names:
     pydoc        the Python reference text shipped with CPython (`pydoc_data.topics`); works
                  offline everywhere, the embedded default.
+    pystdlib     the Python source of CPython's own standard library (its .py files, tests and
+                 site-packages left out, in sorted order); offline everywhere too, about 12 MB.
     shakespeare  tiny Shakespeare, downloaded once into the cache with its sha256 checked.
 Anything else is a path to a text file or to a folder of text files (all files below it, in
 sorted order, hidden ones skipped, joined by newlines).
@@ -23,6 +25,7 @@ import os
 import re
 import struct
 import sys
+import sysconfig
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
@@ -38,7 +41,9 @@ from synaptorch.io import atomic_file, atomic_write_bytes, recover_folder
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-NAMED_CORPORA = ("pydoc", "shakespeare")
+NAMED_CORPORA = ("pydoc", "pystdlib", "shakespeare")
+# Folders of the standard library that are not its source: its test suites and installed packages.
+STDLIB_SKIPPED = frozenset({"site-packages", "test", "tests", "idle_test", "__pycache__"})
 COUNT_FORMAT = "<Q"  # the little-endian uint64 token count heading a cache file
 COUNT_BYTES = struct.calcsize(COUNT_FORMAT)
 READ_BYTES = 8 << 20  # a corpus file is read in pieces of this size
@@ -70,6 +75,12 @@ def pydoc_text() -> bytes:
     from pydoc_data.topics import topics
 
     return "\n\n".join(topics[name] for name in sorted(topics)).encode("utf-8")
+
+
+def stdlib_source_files() -> list[Path]:
+    """The .py files of the running Python's standard library, in sorted order."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return sorted(p for p in root.rglob("*.py") if not STDLIB_SKIPPED.intersection(p.relative_to(root).parts[:-1]))
 
 
 def shakespeare_text() -> bytes:
@@ -105,18 +116,24 @@ def _read_file(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
+def _joined(paths: list[Path]) -> Iterator[bytes]:
+    for i, path in enumerate(paths):
+        if i:
+            yield b"\n"
+        yield from _read_file(path)
+
+
 def _corpus_pieces(spec: str | Path) -> Iterator[bytes]:
     if str(spec) == "pydoc":
         yield pydoc_text()
     elif str(spec) == "shakespeare":
         yield shakespeare_text()
+    elif str(spec) == "pystdlib":
+        yield from _joined(stdlib_source_files())
     elif Path(spec).is_file():
         yield from _read_file(Path(spec))
     elif Path(spec).is_dir():
-        for i, path in enumerate(_corpus_files(Path(spec))):
-            if i:
-                yield b"\n"
-            yield from _read_file(path)
+        yield from _joined(_corpus_files(Path(spec)))
     else:
         raise DataError(f"corpus not found: {spec} (a file, a folder, or one of {', '.join(NAMED_CORPORA)})")
 

@@ -51,6 +51,10 @@ class BDHConfig(ModelConfig):
     vocab_size: int = 256  # set from the tokenizer
     dropout: float = setting(0.1, "Dropout (BDH: on the neuron activations).")
     rope_theta: float = setting(2.0**16, "RoPE base.")
+    # The neurons of each head in blocks, each rotated by its own RoPE ladder theta^(-2k/n) over
+    # its n neurons; None is one block of n_neuron. A merged model lists its sources' blocks side
+    # by side, so that every neuron keeps the frequency it was trained with.
+    rope_blocks: tuple[int, ...] | None = None
 
     positive_ints = ("n_layer", "n_embd", "n_head", "n_neuron", "vocab_size")
 
@@ -58,6 +62,19 @@ class BDHConfig(ModelConfig):
         self.check()
         if self.n_neuron % 2:
             raise ConfigError(f"n_neuron must be even for RoPE pairs, got {self.n_neuron}")
+        if self.rope_blocks is not None:
+            blocks = tuple(self.rope_blocks)
+            if not blocks or any(isinstance(n, bool) or not isinstance(n, int) or n <= 0 or n % 2 for n in blocks):
+                raise ConfigError(f"rope_blocks must be positive even neuron counts, got {list(blocks)}")
+            if sum(blocks) != self.n_neuron:
+                raise ConfigError(f"rope_blocks {list(blocks)} add up to {sum(blocks)}, not n_neuron = {self.n_neuron}")
+            # A single block is the plain ladder: one spelling per model keeps configs comparable.
+            object.__setattr__(self, "rope_blocks", blocks if len(blocks) > 1 else None)
+
+    @property
+    def rope_ladders(self) -> tuple[int, ...]:
+        """The neuron count of each RoPE block of a head."""
+        return self.rope_blocks or (self.n_neuron,)
 
     @property
     def n_params(self) -> int:
@@ -181,7 +198,7 @@ class BDH(BDHGeneration, LanguageModel):
     def _inputs(self, idx: Tensor, start: int) -> tuple[Tensor, Tensor]:
         """The residual stream (1, B, T, d) of tokens idx (B, T) and their RoPE phasors from position start."""
         c = self.config
-        phasors = rope_phasors(c.n_neuron, c.rope_theta, start, idx.shape[1], idx.device)
+        phasors = rope_phasors(c.rope_ladders, c.rope_theta, start, idx.shape[1], idx.device)
         return layer_norm(self.embed(idx)).unsqueeze(0), phasors
 
     def _layer(

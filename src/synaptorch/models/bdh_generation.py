@@ -177,6 +177,6 @@ class BDHGeneration:
         key = (block, str(device))
         if self._phasor_table[0] != key:
             c = self.config
-            phasors = rope_phasors(c.n_neuron, c.rope_theta, block * PHASOR_BLOCK, PHASOR_BLOCK, device)
+            phasors = rope_phasors(c.rope_ladders, c.rope_theta, block * PHASOR_BLOCK, PHASOR_BLOCK, device)
             self._phasor_table = (key, phasors.repeat(1, c.n_head))
         return self._phasor_table[1][offset : offset + 1]

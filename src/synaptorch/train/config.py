@@ -19,7 +19,7 @@ from synaptorch.registry import ARCHITECTURES, model_class
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = setting("pydoc", "Corpus: pydoc (embedded), shakespeare, a text file or a folder of them.")
+    data: str = setting("pydoc", "Corpus: pydoc or pystdlib (embedded), shakespeare, a text file or a folder of them.")
     tokenizer: str = setting("bytes", "'bytes' or a tokenizer.json file.")
     val_fraction: float = setting(0.1, "Share of the corpus (its end) kept for validation.")
     batch_size: int = setting(16, "Sequences per micro-batch.")
@@ -42,6 +42,9 @@ class TrainConfig:
     compile: bool = setting(False, "torch.compile the model.", on_resume=True)
     recompute: bool = setting(False, "Recompute layers in the backward pass: less memory, more time.", True)
     max_time: float = setting(0.0, "Stop after this many seconds, with a checkpoint (0: no limit).", on_resume=True)
+    init_from: str | None = setting(
+        None, "Fine-tune: start from this checkpoint's weights, model and tokenizer, with a fresh optimizer."
+    )
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "block_size", "grad_accum", "max_steps", "eval_interval", "log_interval", "keep_last")
@@ -184,9 +187,31 @@ def new_run_config(request: RunRequest, default_preset: str | None = DEFAULT_PRE
             known = ", ".join(PRESETS[architecture])
             raise ConfigError(f"unknown preset {preset!r} for {architecture}; known: {known}")
         base = PRESETS[architecture][preset]
+    base_model = base["model"]
+    if train.get("init_from") is not None:
+        architecture, base_model, train = _fine_tuned(architecture, request.architecture, model, train)
     config_class = model_class(architecture).config_class
-    model_config = config_class.from_dict({**base["model"], **model})
+    model_config = config_class.from_dict({**base_model, **model})
     return RunConfig(architecture, model_config, TrainConfig.from_dict({**base["train"], **train}))
+
+
+def _fine_tuned(architecture: str, asked: str | None, model: dict, train: dict) -> tuple[str, dict, dict]:
+    """A run that starts from `init_from`: its architecture, model settings and tokenizer, which
+    the given settings may not contradict (dropout aside, which only acts in training)."""
+    from synaptorch.checkpoint import TOKENIZER, read_meta, resolve_checkpoint
+
+    folder = resolve_checkpoint(train["init_from"])
+    meta = read_meta(folder)
+    if asked is not None and asked != meta["architecture"]:
+        raise ConfigError(f"--init-from {folder} holds a {meta['architecture']} model, not {asked}")
+    for name, value in model.items():
+        if name != "dropout" and meta["model"].get(name) != value:
+            flag = f"--{name.replace('_', '-')}"
+            saved = meta["model"].get(name)
+            raise ConfigError(f"{flag} {value!r} contradicts --init-from {folder}, whose model has {saved!r}")
+    tokenizer = "bytes" if meta.get("tokenizer", "bytes") == "bytes" else str(folder.resolve() / TOKENIZER)
+    train = {"tokenizer": tokenizer, **train, "init_from": str(folder.resolve())}
+    return meta["architecture"], meta["model"], train
 
 
 def resumed_run_config(meta: dict, request: RunRequest) -> RunConfig:

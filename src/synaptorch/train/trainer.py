@@ -310,6 +310,8 @@ class Trainer:
         else:
             run = with_vocab(run, self.tokenizer.vocab_size)
             self.model = model_class(run.architecture)(run.model).to(self.device)
+            if cfg.init_from is not None:
+                self._start_from(Path(cfg.init_from), cfg.tokenizer)
         self.run = RunConfig(run.architecture, self.model.config, cfg)
         self.cfg = cfg
         self.precision = precision_for(self.device)
@@ -371,6 +373,12 @@ class Trainer:
             if "train" not in meta:
                 raise ConfigError(f"{existing[-1]} holds no training state; it cannot be resumed")
             return resumed_run_config(meta, request or RunRequest()), out, existing[-1], lock
+
+    def _start_from(self, folder: Path, tokenizer: str) -> None:
+        """The weights of a fine-tuning run's starting checkpoint, whose tokenizer it must share."""
+        if load_checkpoint_tokenizer(folder).identity() != self.tokenizer.identity():
+            raise ConfigError(f"--tokenizer {tokenizer} is not the tokenizer of --init-from {folder}")
+        self.model.load_state_dict(load_model(folder).state_dict())
 
     def _corpus(self, checkpoint: Path | None, cfg: TrainConfig) -> Corpus:
         """The corpus at `cfg.data`; for a resumed run, refused unless it is the one trained on."""
