@@ -174,6 +174,7 @@ class Inspection:
     tokenizer: Tokenizer
     text: str | None
     window: int
+    origins: list[int] | None = None  # of a merged model: per neuron of a head, its source's index
 
 
 def load_inspection(
@@ -192,7 +193,10 @@ def load_inspection(
     if window is not None and window <= 0:
         raise ConfigError(f"--window must be positive, got {window}")
     loaded = load_for_inference(checkpoint, pick_device(device), architecture="bdh")
-    return Inspection(loaded.model, loaded.tokenizer, text, window or loaded.block_size)
+    origins = None
+    if "merged_from" in loaded.meta:
+        origins = [i for i, source in enumerate(loaded.meta["merged_from"]) for _ in range(source["neurons"])]
+    return Inspection(loaded.model, loaded.tokenizer, text, window or loaded.block_size, origins)
 
 
 def concept(words: str | None, regex: str | None, required: bool) -> re.Pattern | None:

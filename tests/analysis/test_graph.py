@@ -110,3 +110,34 @@ def test_neuron_matrices_compose_the_decoder_with_the_encoders():
     assert set(graphs) == {("x", 0), ("x", 1), ("y", 0), ("y", 1)}
     assert set(graphs["x", 1].edges) == {(2, 0)}
     assert graphs["y", 1].number_of_edges() == 0  # the only entry is negative
+
+
+def _in_own_subspace(seed: int, dims: slice) -> BDH:
+    """A BDH whose neurons read (Dx) and write (E) only the residual dimensions `dims`, with positive weights."""
+    torch.manual_seed(seed)
+    model = BDH(BDHConfig(n_layer=1, n_embd=16, n_head=2, n_neuron=24, dropout=0.0))
+    with torch.no_grad():
+        model.encoder_x.zero_()
+        model.decoder.zero_()
+        model.encoder_x[:, dims, :] = torch.rand(2, 8, 24)
+        model.decoder[:, dims] = torch.rand(48, 8)
+    return model
+
+
+def test_communities_follow_the_origin_of_neurons_that_share_no_residual_dimension():
+    from synaptorch.analysis.graph import communities_by_origin
+    from synaptorch.models.merge import merge, neuron_origins
+
+    a, b = _in_own_subspace(0, slice(0, 8)), _in_own_subspace(1, slice(8, 16))
+    merged = merge([a, b])
+    origins = neuron_origins([a.config, b.config])
+    result = communities_by_origin(merged, origins, keep=0.2)
+    # No entry of G_x links the two sources: every community is of one origin, unlike chance.
+    assert result["purity"] == 1.0
+    assert result["chance_purity"] < 0.9
+    assert result["origin_modularity"] > 0.4
+    assert len(result["heads"]) == 2
+    shuffled = communities_by_origin(merged, list(np.random.default_rng(0).permutation(origins)), keep=0.2)
+    assert shuffled["purity"] < 0.9 and shuffled["origin_modularity"] < 0.1
+    with pytest.raises(ConfigError, match="origins for heads of 48"):
+        communities_by_origin(merged, origins[:10])

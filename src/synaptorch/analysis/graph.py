@@ -156,3 +156,46 @@ def neuron_graphs(model: nn.Module, keep: float = 0.05) -> dict[tuple[str, int],
         for name, weights in neuron_matrices(model).items()
         for head in range(weights.shape[0])
     }
+
+
+def communities_by_origin(model: nn.Module, origins: list[int], keep: float = 0.05, seed: int = 0) -> dict:
+    """How the Louvain communities of each head's G_x graph follow the neurons' origin.
+
+    origins[i] names the source model of neuron i of every head (`models.merge.neuron_origins`).
+    Per head: the modularity of the Louvain partition and of the partition by origin; purity,
+    the share of neurons whose community's majority shares their origin; and the purity of the
+    same communities under shuffled origins (chance). Means over heads, then per head.
+    """
+    c = check_bdh(model).config
+    if len(origins) != c.n_neuron:
+        raise ConfigError(f"{len(origins)} origins for heads of {c.n_neuron} neurons")
+    labels = np.asarray(origins)
+    rng = np.random.default_rng(seed)
+    heads = []
+    for head, weights in enumerate(neuron_matrices(model)["x"]):
+        graph = threshold_graph(weights, keep)
+        communities = nx.community.louvain_communities(graph, seed=seed) if graph.number_of_edges() else []
+        by_origin = [set(np.flatnonzero(labels == o).tolist()) for o in np.unique(labels)]
+        chance = np.mean([_purity(communities, rng.permutation(labels)) for _ in range(20)]) if communities else 0.0
+        heads.append(
+            {
+                "head": head,
+                "communities": len(communities),
+                "modularity": round(float(nx.community.modularity(graph, communities)), 4) if communities else 0.0,
+                "origin_modularity": round(float(nx.community.modularity(graph, by_origin)), 4)
+                if graph.number_of_edges()
+                else 0.0,
+                "purity": round(_purity(communities, labels), 4),
+                "chance_purity": round(float(chance), 4),
+            }
+        )
+    summary = {key: round(float(np.mean([h[key] for h in heads])), 4) for key in heads[0] if key != "head"}
+    return {**summary, "keep": keep, "heads": heads}
+
+
+def _purity(communities: list[set[int]], labels: np.ndarray) -> float:
+    """The share of nodes whose community's most common label is their own."""
+    if not communities:
+        return 0.0
+    majority = sum(np.bincount(labels[sorted(members)]).max() for members in communities)
+    return float(majority) / len(labels)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from synaptorch.analysis.graph import GraphStats, degrees, graph_stats, neuron_graphs
+from synaptorch.analysis.graph import GraphStats, communities_by_origin, degrees, graph_stats, neuron_graphs
 from synaptorch.analysis.neurons import NeuronCollector, NeuronSelectivity, write_csv
 from synaptorch.analysis.plots import plot_degrees, plot_modularity, plot_monosemanticity, plot_sparsity, plot_synapses
 from synaptorch.analysis.recording import check_bdh, stream
@@ -153,8 +153,12 @@ def build_report(
     seed: int = 0,
     baselines: int = 5,
     title: str = "BDH inspection",
+    origins: list[int] | None = None,
 ) -> dict:
-    """Write the report into folder out (created if needed) and return its summary."""
+    """Write the report into folder out (created if needed) and return its summary.
+
+    origins, for a merged model, names each neuron's source model (`Inspection.origins`): the
+    report then says how the communities of the neuron graph split by origin."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file; the report needs a folder")
@@ -164,6 +168,7 @@ def build_report(
     activity = measure_activity(model, tokenizer, text, window)
     stats, degree_sequences = measure_graphs(model, keep, seed, baselines)
     rows_of_graphs = graph_rows(stats)
+    by_origin = None if origins is None else communities_by_origin(model, origins, keep, seed)
 
     neuron_rows = activity.selectivity.rows(activity.encoded, tokenizer, activity.sparsity.x_rate)
     write_csv(neuron_rows, out / "neurons.csv")
@@ -189,6 +194,7 @@ def build_report(
         "graph": graph_summary(rows_of_graphs),
         "graph_keep": keep,
         "trace": None if trace is None else trace.summary(),
+        "merged_origins": None if by_origin is None else {k: v for k, v in by_origin.items() if k != "heads"},
     }
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
 
@@ -227,6 +233,17 @@ def build_report(
             + _table(rows_of_graphs),
         ),
     ]
+    if by_origin is not None:
+        sections.append(
+            (
+                "Neurons by origin",
+                f"<p>A merged model: each head holds the neurons of {len(set(origins))} source models side by "
+                "side. Louvain communities of each head's G_x graph, their modularity and that of the "
+                "partition by origin; purity: the share of neurons whose community's majority comes from "
+                "their own source; chance: the same communities under shuffled origins.</p>"
+                + _table(by_origin["heads"]),
+            )
+        )
     if trace is not None:
         sections.append(
             (

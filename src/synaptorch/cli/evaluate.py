@@ -16,7 +16,10 @@ def corpus_options(command):
         command,
         [
             click.option(
-                "--data", default="pydoc", show_default=True, help="Corpus: pydoc, pystdlib, shakespeare, a file or folder."
+                "--data",
+                default="pydoc",
+                show_default=True,
+                help="Corpus: pydoc, pystdlib, shakespeare, a file or folder.",
             ),
             click.option(
                 "--split",

@@ -78,6 +78,7 @@ def report(checkpoint, text_file, window, device, concept, concept_regex, out, k
         seed=seed,
         baselines=baselines,
         title=f"BDH inspection of {checkpoint} on {Path(text_file).name}",
+        origins=seen.origins,
     )
     click.echo(json.dumps(summary))
 
@@ -138,6 +139,11 @@ def graph(checkpoint, keep, baselines, seed):
     """Degree power laws and modularity of the neuron graphs E Dx and E Dy per head (JSON)."""
     from synaptorch.analysis.report import graph_rows, graph_summary, measure_graphs
 
-    model = load_inspection(checkpoint, None, 1, "cpu").model
-    rows = graph_rows(measure_graphs(model, keep, seed, baselines)[0])
-    click.echo(json.dumps({"keep": keep, "summary": graph_summary(rows), "per_head": rows}))
+    seen = load_inspection(checkpoint, None, 1, "cpu")
+    rows = graph_rows(measure_graphs(seen.model, keep, seed, baselines)[0])
+    record = {"keep": keep, "summary": graph_summary(rows), "per_head": rows}
+    if seen.origins is not None:
+        from synaptorch.analysis.graph import communities_by_origin
+
+        record["merged_origins"] = communities_by_origin(seen.model, seen.origins, keep, seed)
+    click.echo(json.dumps(record))

@@ -22,8 +22,10 @@ def _weights(text: str | None) -> list[float] | None:
 @click.command("merge")
 @click.argument("sources", nargs=-1, required=True)
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--weights", help="Mix of the shared embedding and readout, e.g. 0.7,0.3 (default: equal).")
-@click.option("--n-layer", type=int, help="Layers of reference-code .pt sources, which do not record it.")
+@click.option("--weights", help="Mix of the shared embedding and readout, e.g. 0.7,0.3.  [default: equal]")
+@click.option(
+    "--n-layer", type=int, help="Layers of reference-code .pt sources, which do not record it.  [default: none]"
+)
 @user_errors
 def merge_command(sources, out, weights, n_layer) -> None:
     """Merge two or more BDH checkpoints SOURCES into the new checkpoint OUT.

@@ -40,7 +40,8 @@ def _model_defaults() -> dict[str, str]:
 
 def _train_defaults(tokenizer: str) -> dict[str, str]:
     preset = PRESETS[DEFAULT_ARCHITECTURE][DEFAULT_PRESET]["train"]
-    return {"tokenizer": tokenizer} | {name: f"{value} (preset {DEFAULT_PRESET})" for name, value in preset.items()}
+    given = {"tokenizer": tokenizer, "init_from": "none: new weights"}
+    return given | {name: f"{value} (preset {DEFAULT_PRESET})" for name, value in preset.items()}
 
 
 def run_options(tokenizer_default: str = "bytes"):
