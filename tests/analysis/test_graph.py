@@ -119,8 +119,9 @@ def _in_own_subspace(seed: int, dims: slice) -> BDH:
     with torch.no_grad():
         model.encoder_x.zero_()
         model.decoder.zero_()
-        model.encoder_x[:, dims, :] = torch.rand(2, 8, 24)
-        model.decoder[:, dims] = torch.rand(48, 8)
+        width = dims.stop - dims.start
+        model.encoder_x[:, dims, :] = torch.rand(2, width, 24)
+        model.decoder[:, dims] = torch.rand(48, width)
     return model
 
 
@@ -137,7 +138,26 @@ def test_communities_follow_the_origin_of_neurons_that_share_no_residual_dimensi
     assert result["chance_purity"] < 0.9
     assert result["origin_modularity"] > 0.4
     assert len(result["heads"]) == 2
+    assert result["twins_together"] == 0.0  # neuron i of a and neuron i of b never share a community
     shuffled = communities_by_origin(merged, list(np.random.default_rng(0).permutation(origins)), keep=0.2)
     assert shuffled["purity"] < 0.9 and shuffled["origin_modularity"] < 0.1
     with pytest.raises(ConfigError, match="origins for heads of 48"):
         communities_by_origin(merged, origins[:10])
+
+
+def test_the_twins_of_a_model_merged_with_itself_share_their_communities():
+    from synaptorch.analysis.graph import communities_by_origin
+    from synaptorch.models.merge import merge
+
+    a = _in_own_subspace(0, slice(0, 16))
+    result = communities_by_origin(merge([a, a]), [0] * 24 + [1] * 24, keep=0.2)
+    assert result["twins_together"] > result["chance_twins"] + 0.3
+    assert "twins_together" not in communities_by_origin(merge([a, _narrow(a)]), [0] * 24 + [1] * 12, keep=0.2)
+
+
+def _narrow(model: BDH) -> BDH:
+    narrow = BDH(BDHConfig(n_layer=1, n_embd=16, n_head=2, n_neuron=12, dropout=0.0))
+    with torch.no_grad():
+        narrow.encoder_x.copy_(model.encoder_x[..., :12])
+        narrow.decoder.view(2, 12, 16).copy_(model.decoder.view(2, 24, 16)[:, :12])
+    return narrow

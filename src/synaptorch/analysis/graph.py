@@ -164,7 +164,11 @@ def communities_by_origin(model: nn.Module, origins: list[int], keep: float = 0.
     origins[i] names the source model of neuron i of every head (`models.merge.neuron_origins`).
     Per head: the modularity of the Louvain partition and of the partition by origin; purity,
     the share of neurons whose community's majority shares their origin; and the purity of the
-    same communities under shuffled origins (chance). Means over heads, then per head.
+    same communities under shuffled origins (chance). Where every source has the same number of
+    neurons, as sources fine-tuned from one base do, `twins_together` is the share of neuron
+    indices whose copies in every source share one community, against the same under a random
+    relabelling of the neurons (`chance_twins`): sources that kept their base's neurons keep
+    the twins together. Means over heads, then per head.
     """
     c = check_bdh(model).config
     if len(origins) != c.n_neuron:
@@ -187,10 +191,28 @@ def communities_by_origin(model: nn.Module, origins: list[int], keep: float = 0.
                 else 0.0,
                 "purity": round(_purity(communities, labels), 4),
                 "chance_purity": round(float(chance), 4),
+                **_twins(communities, labels, rng),
             }
         )
     summary = {key: round(float(np.mean([h[key] for h in heads])), 4) for key in heads[0] if key != "head"}
     return {**summary, "keep": keep, "heads": heads}
+
+
+def _twins(communities: list[set[int]], labels: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+    counts = np.bincount(labels)
+    if len(counts) < 2 or len(set(counts.tolist())) > 1 or not communities:
+        return {}
+    community = np.empty(len(labels), dtype=np.int64)
+    for index, members in enumerate(communities):
+        community[sorted(members)] = index
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+
+    def together(of: np.ndarray) -> float:
+        copies = np.stack([of[start : start + counts[0]] for start in starts])  # (sources, n)
+        return float((copies == copies[0]).all(axis=0).mean())
+
+    chance = np.mean([together(rng.permutation(community)) for _ in range(20)])
+    return {"twins_together": round(together(community), 4), "chance_twins": round(float(chance), 4)}
 
 
 def _purity(communities: list[set[int]], labels: np.ndarray) -> float:
