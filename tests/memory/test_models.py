@@ -324,7 +324,7 @@ def test_configs_refuse_impossible_values(config_class, fields):
 
 
 def test_registry_names_the_variants():
-    assert set(MODELS) == {"hmem", "hmem-rbw", "memn2n", "lstm"}
+    assert set(MODELS) == {"hmem", "hmem-rbw", "memn2n", "lstm", "bdh"}
     assert build("hmem-rbw").config.read_before_write and not build("hmem").config.read_before_write
     with pytest.raises(ConfigError):
         HMemTrainConfig(schedule="cosine")

@@ -22,7 +22,7 @@ COMMANDS = {
     "convert": ("synaptorch.cli.checkpoints", "Convert a checkpoint of the reference BDH code."),
     "merge": ("synaptorch.cli.merge", "Merge BDH models by putting their neurons side by side, no training."),
     "inspect": ("synaptorch.cli.inspect", "Look inside a BDH checkpoint: sparsity, synapses, neurons, graph."),
-    "babi": ("synaptorch.cli.babi", "bAbI question answering: generate the tasks' stories."),
+    "babi": ("synaptorch.cli.babi", "bAbI question answering: generate the tasks, train and score models."),
 }
 
 

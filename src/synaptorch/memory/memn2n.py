@@ -61,7 +61,9 @@ class MemN2NConfig:
 class MemN2NTrainConfig:
     """The paper's bAbI training: SGD at lr 0.01 halved every 25 epochs for 100 epochs, gradient
     norm clipped to 40, batches of 32. Runs with linear start begin at lr 0.005 and reinsert the
-    softmax when the validation loss stops falling; 10% of the training set is held out for it."""
+    softmax when the validation loss stops falling; 10% of the training set is held out for it.
+    The loss is summed over a batch, not averaged, as in the paper's Matlab code (and the
+    TensorFlow ports): its rates and its clipping are for the summed gradient, 32 times the mean's."""
 
     lr: float = setting(0.01, "SGD learning rate.")
     lr_halve_every: int = setting(25, "Epochs between halvings of the learning rate.")
@@ -69,6 +71,7 @@ class MemN2NTrainConfig:
     grad_clip: float = setting(40.0, "Clip the gradient norm to this.")
     batch_size: int = setting(32, "Examples per batch.")
     epochs: int = setting(100, "Passes over the training set.")
+    summed_loss: bool = True
 
     def learning_rate(self, epoch: int, linear_start: bool = False) -> float:
         """The rate of 0-based `epoch`."""
