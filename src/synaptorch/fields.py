@@ -21,6 +21,14 @@ def setting(default: Any, help: str, on_resume: bool = False) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, "on_resume": on_resume})
 
 
+def check_positive_ints(config: object, names: tuple[str, ...]) -> None:
+    """Refuse any field of `names` that is not a positive integer (a bool is not one)."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
 def field_types(cls: type) -> dict[str, tuple[type, ...]]:
     """The accepted types of each field of a config dataclass (NoneType for an optional field)."""
     hints = typing.get_type_hints(cls)

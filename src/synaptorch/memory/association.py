@@ -63,19 +63,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from synaptorch.errors import ConfigError, DataError
-from synaptorch.fields import setting
+from synaptorch.fields import check_positive_ints, setting
 from synaptorch.plasticity.hebbian import hebbian_read, hebbian_write
 
 N_SYMBOLS = 10
 NO_SYMBOL = N_SYMBOLS  # the symbol of a noise frame and its one-hot code, all zeros
 IMAGE_SIZE = 28
-
-
-def _check_positive(config: object, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
 def symbol_codes(symbols: Tensor) -> Tensor:
@@ -157,7 +150,7 @@ class EncoderConfig:
     features: int = setting(128, "Width of the image features (the reference's dense_size).")
 
     def __post_init__(self) -> None:
-        _check_positive(self, "features")
+        check_positive_ints(self, ("features",))
 
 
 class ImageEncoder(nn.Module):
@@ -268,7 +261,7 @@ class HMemAssociationConfig:
     l2: float = setting(1e-3, "L2 coefficient on W_k, W_v and W_r (the reference's kernel_regularizer).")
 
     def __post_init__(self) -> None:
-        _check_positive(self, "m")
+        check_positive_ints(self, ("m",))
         for name in ("gain_plus", "gain_minus", "l2"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -310,7 +303,7 @@ class LSTMAssociationConfig:
     hidden: int = setting(200, "LSTM cells (the reference's hidden_size).")
 
     def __post_init__(self) -> None:
-        _check_positive(self, "hidden")
+        check_positive_ints(self, ("hidden",))
 
 
 class LSTMAssociation(AssociationModel):
@@ -336,7 +329,7 @@ class AssociationTrainConfig:
     grad_clip: float = setting(10.0, "Clip the global gradient norm to this (the reference's max_grad_norm).")
 
     def __post_init__(self) -> None:
-        _check_positive(self, "batch_size")
+        check_positive_ints(self, ("batch_size",))
         if not self.lr > 0 or not self.grad_clip > 0:
             raise ConfigError(f"lr and grad_clip must be > 0, got {self.lr} and {self.grad_clip}")
 

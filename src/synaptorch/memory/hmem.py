@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from synaptorch.errors import ConfigError
-from synaptorch.fields import setting
+from synaptorch.fields import check_positive_ints, setting
 from synaptorch.plasticity.hebbian import hebbian_read, hebbian_write, hebbian_write_sequence
 
 
@@ -60,10 +60,7 @@ class HMemConfig:
     l2: float = setting(1e-3, "L2 coefficient on W_k, W_v and W_r.")
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_words", "d", "m", "hops"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("vocab_size", "n_words", "d", "m", "hops"))
         for name in ("gain_plus", "gain_minus", "l2"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -15,8 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from synaptorch.errors import ConfigError
-from synaptorch.fields import setting
+from synaptorch.fields import check_positive_ints, setting
 
 
 @dataclass(frozen=True)
@@ -26,10 +25,7 @@ class LSTMConfig:
     hidden: int = setting(100, "LSTM cells.")
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d", "hidden"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("vocab_size", "d", "hidden"))
 
 
 class LSTMBaseline(nn.Module):

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from synaptorch.errors import ConfigError
-from synaptorch.fields import setting
+from synaptorch.fields import check_positive_ints, setting
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,7 @@ class MemN2NConfig:
     init_std: float = setting(0.1, "Standard deviation of the normal initialisation.")
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d", "hops", "memory_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("vocab_size", "d", "hops", "memory_size"))
         if not 0 <= self.random_noise < 1:
             raise ConfigError(f"random_noise must be in [0, 1), got {self.random_noise}")
         if not self.init_std > 0:

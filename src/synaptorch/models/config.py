@@ -6,7 +6,7 @@ from dataclasses import asdict
 from typing import Self
 
 from synaptorch.errors import ConfigError
-from synaptorch.fields import check_values
+from synaptorch.fields import check_positive_ints, check_values
 
 
 class ModelConfig:
@@ -16,10 +16,7 @@ class ModelConfig:
 
     def check(self) -> None:
         """Refuse non-positive sizes, dropout outside [0, 1) and a RoPE base of 1 or less."""
-        for name in self.positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, self.positive_ints)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.rope_theta > 1.0:

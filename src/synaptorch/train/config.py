@@ -13,7 +13,7 @@ from pathlib import Path
 
 from synaptorch.device import check_device_spec
 from synaptorch.errors import ConfigError
-from synaptorch.fields import check_values, setting
+from synaptorch.fields import check_positive_ints, check_values, setting
 from synaptorch.registry import ARCHITECTURES, model_class
 
 
@@ -48,10 +48,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "block_size", "grad_accum", "max_steps", "eval_interval", "log_interval", "keep_last")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, positive)
         for name in ("warmup_steps", "eval_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
