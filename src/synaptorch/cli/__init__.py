@@ -23,6 +23,7 @@ COMMANDS = {
     "merge": ("synaptorch.cli.merge", "Merge BDH models by putting their neurons side by side, no training."),
     "inspect": ("synaptorch.cli.inspect", "Look inside a BDH checkpoint: sparsity, synapses, neurons, graph."),
     "babi": ("synaptorch.cli.babi", "bAbI question answering: generate the tasks, train and score models."),
+    "local": ("synaptorch.cli.local", "Learning rules without backpropagation (Forward-Forward and others) on images."),
 }
 
 

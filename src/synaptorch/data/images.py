@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from synaptorch.errors import ConfigError, DataError
 
@@ -53,7 +54,7 @@ IDX_TYPES = {
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def parse_idx(data: bytes, source: str = "IDX data") -> torch.Tensor:
+def parse_idx(data: bytes, source: str = "IDX data") -> Tensor:
     """The array that the bytes of an IDX file hold, in native byte order; `source` names it in errors."""
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in IDX_TYPES:
         raise DataError(f"{source} is not an IDX file (magic bytes {data[:4].hex() or 'none'})")
@@ -72,7 +73,7 @@ def parse_idx(data: bytes, source: str = "IDX data") -> torch.Tensor:
     return torch.from_numpy(values.astype(dtype.newbyteorder("="), copy=True))
 
 
-def read_idx(path: str | Path) -> torch.Tensor:
+def read_idx(path: str | Path) -> Tensor:
     """The array of an IDX file, gzipped or plain; a missing, unreadable or malformed file is a DataError."""
     path = Path(path)
     try:
@@ -89,27 +90,31 @@ def read_idx(path: str | Path) -> torch.Tensor:
     return parse_idx(data, str(path))
 
 
-def _find_idx(root: Path, stem: str) -> Path:
+IMAGE_SETS = {"fashion-mnist": (FASHION_MNIST_ROOT, FASHION_MNIST_PACKAGE)}  # name -> (folder, Debian package)
+
+
+def _find_idx(root: Path, stem: str, missing: str) -> Path:
     for name in (stem, stem + ".gz"):
         if (root / name).is_file():
             return root / name
-    raise DataError(
-        f"Fashion-MNIST not found: no {stem} or {stem}.gz in {root}; "
-        f"install the Debian package {FASHION_MNIST_PACKAGE} or pass the folder of the four IDX files as root"
-    )
+    raise DataError(f"{missing}: no {stem} or {stem}.gz in {root}")
 
 
-def load_fashion_mnist(split: str = "train", root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 28, 28) and labels (N,) of a Fashion-MNIST split, both uint8; N is 60,000 for train, 10,000 for test.
+def load_idx_images(root: str | Path, split: str = "train", missing: str | None = None) -> tuple[Tensor, Tensor]:
+    """Images (N, H, W) and labels (N,), both uint8, of a split of any MNIST-style folder.
 
-    `root` is any folder holding the four IDX files, plain or gzipped, under their published
-    names; by default the folder of the Debian package `dataset-fashion-mnist`.
+    The folder holds the four files under their published names (`MNIST_FILES`), plain or
+    gzipped: MNIST, Fashion-MNIST, KMNIST and the like. `missing` starts the error for a file
+    that is not there.
     """
     if split not in MNIST_FILES:
         raise ConfigError(f"unknown split {split!r}; choose train or test")
-    root = FASHION_MNIST_ROOT if root is None else Path(root)
+    root = Path(root)
+    missing = missing or f"not an MNIST-style data set: {root}"
+    if not root.is_dir():
+        raise DataError(f"{missing}: {root} is not a folder")
     images_stem, labels_stem = MNIST_FILES[split]
-    images_path, labels_path = _find_idx(root, images_stem), _find_idx(root, labels_stem)
+    images_path, labels_path = _find_idx(root, images_stem, missing), _find_idx(root, labels_stem, missing)
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.dtype != torch.uint8 or images.dim() != 3:
         raise DataError(
@@ -119,6 +124,39 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None) -> 
         raise DataError(
             f"{labels_path} holds {labels.dtype} of shape {tuple(labels.shape)}, not {len(images)} uint8 labels"
         )
-    if len(labels) and int(labels.max()) >= len(FASHION_MNIST_CLASSES):
-        raise DataError(f"{labels_path} has label {int(labels.max())}; Fashion-MNIST's are 0 to 9")
     return images, labels
+
+
+def load_fashion_mnist(split: str = "train", root: str | Path | None = None) -> tuple[Tensor, Tensor]:
+    """Images (N, 28, 28) and labels (N,) of a Fashion-MNIST split, both uint8; N is 60,000 for train, 10,000 for test.
+
+    `root` is any folder holding the four IDX files, plain or gzipped, under their published
+    names; by default the folder of the Debian package `dataset-fashion-mnist`.
+    """
+    root = FASHION_MNIST_ROOT if root is None else Path(root)
+    missing = (
+        f"Fashion-MNIST not found (install the Debian package {FASHION_MNIST_PACKAGE} "
+        "or pass the folder of the four IDX files as root)"
+    )
+    images, labels = load_idx_images(root, split, missing)
+    if len(labels) and int(labels.max()) >= len(FASHION_MNIST_CLASSES):
+        raise DataError(f"{root}: label {int(labels.max())} in the {split} split; Fashion-MNIST's are 0 to 9")
+    return images, labels
+
+
+def load_image_set(data: str | Path, split: str = "train") -> tuple[Tensor, Tensor]:
+    """A split of a named data set (`IMAGE_SETS`: fashion-mnist) or of any folder of MNIST-style IDX files."""
+    if str(data) in IMAGE_SETS:
+        root, package = IMAGE_SETS[str(data)]
+        if not root.is_dir():
+            raise DataError(f"{data} is not installed: install the Debian package {package} (it fills {root})")
+        return load_idx_images(root, split, f"{data} is incomplete (reinstall the Debian package {package})")
+    path = Path(data)
+    if not path.exists():
+        raise DataError(f"--data {data}: neither a data set name ({', '.join(IMAGE_SETS)}) nor a folder")
+    return load_idx_images(path, split, f"--data {data} is not an MNIST-style folder")
+
+
+def flat_images(images: Tensor) -> Tensor:
+    """uint8 images (N, H, W) -> float32 rows (N, H * W) in [0, 1]."""
+    return images.reshape(len(images), -1).float() / 255.0
