@@ -181,3 +181,23 @@ def test_distributed_quick_times_one_process_against_two_and_tokenizes_in_bounde
     assert corpus["files"] >= 2 and corpus["tokens"] == corpus["bytes"] + corpus["files"] - 1  # files joined by "\n"
     assert 0 < corpus["rss_after_imports_mib"] <= corpus["peak_rss_mib"] and corpus["seconds"] > 0
     assert corpus["peak_over_imports_mib"] < 256  # the corpus is 51 MiB: streamed, never held whole
+
+
+@pytest.mark.slow
+def test_local_rules_quick_scores_every_rule_against_backpropagation():
+    record = run_benchmark("local_rules.py", "--quick")
+    assert set(record["rules"]) == {"ff", "df", "edff", "stoplearn", "bp"}
+    for result in record["rules"].values():
+        assert 0.1 < result["test_accuracy"] <= 1 and result["train_seconds"] > 0 and result["peak_memory_mib"] > 0
+    assert {"goodness_accuracy", "softmax_accuracy"} <= set(record["rules"]["ff"])
+    memory = record["memory"]
+    assert memory["bp"]["peak_vs_bp"] == 1.0 and 0 < memory["ff"]["peak_vs_bp"] < 1.5
+    assert memory["df"]["working_memory_mib"] < memory["bp"]["working_memory_mib"]
+    curve = record["capacity"]["patterns"]["50"]
+    assert len(curve["train_accuracy"]) == len(curve["transitions_per_presentation"]) == 4
+    assert set(record["targets"]) >= {
+        "ff_within_4_points_of_bp",
+        "df_within_2_points_of_bp",
+        "edff_at_least_80_percent",
+    }
+    assert record["published"]["df_fashion_mnist_test_accuracy"] == 0.9389

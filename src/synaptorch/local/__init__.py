@@ -16,7 +16,9 @@ from torch import nn
 
 from synaptorch.local.bp import BP, BPConfig
 from synaptorch.local.df import DF, DFConfig
+from synaptorch.local.edff import EDFF, EDFFConfig
 from synaptorch.local.ff import FF, FFConfig
+from synaptorch.local.stoplearn import StopLearn, StopLearnConfig
 
 
 class Rule(NamedTuple):
@@ -28,7 +30,22 @@ class Rule(NamedTuple):
 RULES: dict[str, Rule] = {
     "ff": Rule(FFConfig, FF, "Forward-Forward (Hinton 2022)"),
     "df": Rule(DFConfig, DF, "Distance-Forward (Wu et al. 2024)"),
+    "edff": Rule(EDFFConfig, EDFF, "event-driven spiking Forward-Forward, CSDP (Ororbia 2023)"),
+    "stoplearn": Rule(StopLearnConfig, StopLearn, "teacher-gated stop-learning synapses (Brader, Senn and Fusi 2007)"),
     "bp": Rule(BPConfig, BP, "backpropagation on the same layers"),
 }
 
-__all__ = ["BP", "DF", "FF", "RULES", "BPConfig", "DFConfig", "FFConfig", "Rule"]
+__all__ = [
+    "BP",
+    "DF",
+    "EDFF",
+    "FF",
+    "RULES",
+    "BPConfig",
+    "DFConfig",
+    "EDFFConfig",
+    "FFConfig",
+    "Rule",
+    "StopLearn",
+    "StopLearnConfig",
+]
