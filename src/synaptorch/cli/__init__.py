@@ -24,6 +24,10 @@ COMMANDS = {
     "inspect": ("synaptorch.cli.inspect", "Look inside a BDH checkpoint: sparsity, synapses, neurons, graph."),
     "babi": ("synaptorch.cli.babi", "bAbI question answering: generate the tasks, train and score models."),
     "local": ("synaptorch.cli.local", "Learning rules without backpropagation (Forward-Forward and others) on images."),
+    "continual": (
+        "synaptorch.cli.continual",
+        "Learn image tasks in sequence without forgetting: HLOP, EWC, GPM, baselines.",
+    ),
 }
 
 
