@@ -245,3 +245,24 @@ def idx_folder(tmp_path) -> Path:
         write_idx(folder / (images_stem + ".gz"), images)
         write_idx(folder / (labels_stem + ".gz"), labels)
     return folder
+
+
+@pytest.fixture(scope="session")
+def parameters_stepped():
+    """(model, x, y) -> for each optimiser step of one `model.train_batch(x, y)`, the ids of the
+    parameters that held a gradient: what that step's loss reached."""
+
+    def run(model, x, y) -> list[set[int]]:
+        stepped = []
+        original = model.optimizer.step
+
+        def record_step(*args, **kwargs):
+            groups = model.optimizer.param_groups
+            stepped.append({id(p) for group in groups for p in group["params"] if p.grad is not None})
+            return original(*args, **kwargs)
+
+        model.optimizer.step = record_step
+        model.train_batch(x, y, progress=0.0)
+        return stepped
+
+    return run

@@ -179,6 +179,15 @@ def check_folder_path(folder: str | Path, option: str) -> None:
         raise ConfigError(f"{option} {folder} cannot be made: {blocking} is a file")
 
 
+def check_run_folder(out: str | Path, checkpoint: str = "checkpoint") -> Path:
+    """Refuse a run folder that cannot be made or that already holds a checkpoint, before any work."""
+    out = Path(out)
+    check_folder_path(out, "run folder")
+    if (out / checkpoint).exists():
+        raise ConfigError(f"{out} already holds a checkpoint ({out / checkpoint}); choose another run folder")
+    return out
+
+
 def read_json(path: str | Path, error: type[SynaptorchError] = CheckpointError) -> object:
     """The JSON value in `path`; a missing, unreadable or malformed file is `error`."""
     path = Path(path)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from synaptorch.cli.local import parse_settings
+from synaptorch.cli.local import image_data_option, parse_settings
 from synaptorch.cli.options import user_errors
 from synaptorch.continual import METHODS
 
@@ -20,13 +20,7 @@ def continual_command() -> None:
 
 @continual_command.command("train")
 @click.option("--method", required=True, type=click.Choice(METHODS), help="Continual-learning method.")
-@click.option(
-    "--data",
-    default="fashion-mnist",
-    show_default=True,
-    metavar="NAME|DIR",
-    help="fashion-mnist (the Debian package dataset-fashion-mnist) or a folder of the four MNIST-style IDX files.",
-)
+@image_data_option()
 @click.option("--tasks", "n_tasks", default=10, show_default=True, type=int, help="Permuted tasks, learnt in order.")
 @click.option("--spiking", is_flag=True, help="LIF neurons with surrogate gradients instead of ReLU.")
 @click.option("--epochs", type=int, help="Epochs per task.  [default: 1]")

@@ -4,12 +4,25 @@ trains a rule into a run folder and `eval` scores its checkpoint."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import click
 
 from synaptorch.cli.options import user_errors
 from synaptorch.errors import ConfigError
 from synaptorch.local import RULES
+
+
+def image_data_option(lead: str = "") -> Callable:
+    """--data: a named image set or a folder of MNIST-style IDX files; `lead` starts its help."""
+    return click.option(
+        "--data",
+        default="fashion-mnist",
+        show_default=True,
+        metavar="NAME|DIR",
+        help=f"{lead}fashion-mnist (the Debian package dataset-fashion-mnist) or a folder of the four MNIST-style "
+        "IDX files.",
+    )
 
 
 def parse_layers(text: str) -> tuple[int, ...]:
@@ -49,13 +62,7 @@ def local_command() -> None:
     type=click.Choice(list(RULES)),
     help="; ".join(f"{name}: {entry.summary}" for name, entry in RULES.items()) + ".",
 )
-@click.option(
-    "--data",
-    default="fashion-mnist",
-    show_default=True,
-    metavar="NAME|DIR",
-    help="fashion-mnist (the Debian package dataset-fashion-mnist) or a folder of the four MNIST-style IDX files.",
-)
+@image_data_option()
 @click.option("--layers", metavar="W,W,...", help="Hidden-layer widths.  [default: the rule's, e.g. 1000,1000,1000]")
 @click.option("--epochs", type=int, help="Passes over the training images.  [default: the rule's]")
 @click.option("--batch-size", type=int, help="Images per update.  [default: the rule's]")
@@ -92,13 +99,7 @@ def train_command(rule, data, layers, epochs, batch_size, seed, train_limit, set
 @click.option(
     "--checkpoint", required=True, metavar="RUN", help="Run folder of `local train`, or its checkpoint folder."
 )
-@click.option(
-    "--data",
-    default="fashion-mnist",
-    show_default=True,
-    metavar="NAME|DIR",
-    help="The image set whose test split to score: a name or a folder of IDX files.",
-)
+@image_data_option("The image set whose test split to score: ")
 @user_errors
 def eval_command(checkpoint, data) -> None:
     """Test accuracy of a checkpoint, as a JSON line."""

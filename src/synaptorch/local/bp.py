@@ -12,7 +12,6 @@ that the two differ in the rule only; its learning rate (0.05) is this library's
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from synaptorch.errors import ConfigError
-from synaptorch.local.ff import check_layers, half_then_linear, init_linear
+from synaptorch.local.ff import check_layers, check_sgd, half_then_linear, linear_stack
 
 
 @dataclass(frozen=True)
@@ -38,12 +36,7 @@ class BPConfig:
 
     def __post_init__(self) -> None:
         check_layers(self)
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
-        if not self.weight_decay >= 0:
-            raise ConfigError(f"weight_decay must be non-negative, got {self.weight_decay}")
+        check_sgd(self)
 
 
 class BP(nn.Module):
@@ -53,10 +46,7 @@ class BP(nn.Module):
         super().__init__()
         self.config = config
         generator = torch.Generator().manual_seed(config.seed)
-        widths = (config.n_inputs, *config.layers, config.n_classes)
-        self.layers = nn.ModuleList(
-            init_linear(nn.Linear(n_in, n_out), generator) for n_in, n_out in itertools.pairwise(widths)
-        )
+        self.layers = linear_stack((config.n_inputs, *config.layers, config.n_classes), generator)
         self.optimizer = torch.optim.SGD(
             self.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )

@@ -32,7 +32,6 @@ convolutional blocks), MNIST 99.7%, with under 40% of backpropagation's training
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -40,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from synaptorch.errors import ConfigError
-from synaptorch.local.ff import check_layers, half_then_linear, init_linear, rms_normalize
+from synaptorch.local.ff import check_layers, check_sgd, half_then_linear, linear_stack, rms_normalize
 
 
 @dataclass(frozen=True)
@@ -60,14 +59,11 @@ class DFConfig:
 
     def __post_init__(self) -> None:
         check_layers(self)
-        for name in ("scale", "lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("margin", "weight_decay"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"{name} must be non-negative, got {getattr(self, name)}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        check_sgd(self)
+        if not self.scale > 0:
+            raise ConfigError(f"scale must be positive, got {self.scale}")
+        if not self.margin >= 0:
+            raise ConfigError(f"margin must be non-negative, got {self.margin}")
 
 
 def centroid_distances(h: Tensor, centroids: Tensor) -> Tensor:
@@ -90,11 +86,8 @@ class DF(nn.Module):
         super().__init__()
         self.config = config
         generator = torch.Generator().manual_seed(config.seed)
-        widths = (config.n_inputs, *config.layers)
-        self.layers = nn.ModuleList(
-            init_linear(nn.Linear(n_in, n_out), generator) for n_in, n_out in itertools.pairwise(widths)
-        )
-        # Centroids start near the RMS-normalised activity of a random unit vector, |mu| ~ sqrt(H).
+        self.layers = linear_stack((config.n_inputs, *config.layers), generator)
+        # Centroids start non-negative with a mean square of 1, as an RMS-normalised ReLU activity.
         self.centroids = nn.ParameterList(
             nn.Parameter(torch.randn(config.n_classes, width, generator=generator).abs()) for width in config.layers
         )

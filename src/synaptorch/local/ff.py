@@ -104,6 +104,16 @@ def check_layers(config: object) -> None:
         raise ConfigError(f"n_classes must be at least 2, got {config.n_classes}")
 
 
+def check_sgd(config: object) -> None:
+    """lr > 0, momentum in [0, 1) and weight_decay >= 0: the SGD fields of the rules that share them."""
+    if not config.lr > 0:
+        raise ConfigError(f"lr must be positive, got {config.lr}")
+    if not 0 <= config.momentum < 1:
+        raise ConfigError(f"momentum must be in [0, 1), got {config.momentum}")
+    if not config.weight_decay >= 0:
+        raise ConfigError(f"weight_decay must be non-negative, got {config.weight_decay}")
+
+
 def rms_normalize(h: Tensor) -> Tensor:
     """h / sqrt(mean(h^2)) per row: the direction of an activity vector without its length."""
     return h / torch.sqrt(h.pow(2).mean(dim=-1, keepdim=True) + EPS)
@@ -149,6 +159,11 @@ def init_linear(layer: nn.Linear, generator: torch.Generator) -> nn.Linear:
     return layer
 
 
+def linear_stack(widths: tuple[int, ...], generator: torch.Generator) -> nn.ModuleList:
+    """Linear layers widths[0] -> widths[1] -> ..., initialised as the official code's."""
+    return nn.ModuleList(init_linear(nn.Linear(a, b), generator) for a, b in itertools.pairwise(widths))
+
+
 def half_then_linear(progress: float) -> float:
     """The learning-rate factor of the official code: 1 for the first half, then linearly to 0."""
     return min(1.0, 2.0 * (1.0 - progress))
@@ -161,10 +176,7 @@ class FF(nn.Module):
         super().__init__()
         self.config = config
         self.generator = torch.Generator().manual_seed(config.seed)
-        widths = (config.n_inputs, *config.layers)
-        self.layers = nn.ModuleList(
-            init_linear(nn.Linear(n_in, n_out), self.generator) for n_in, n_out in itertools.pairwise(widths)
-        )
+        self.layers = linear_stack((config.n_inputs, *config.layers), self.generator)
         self.readout = nn.Linear(sum(self._read_widths()), config.n_classes)
         nn.init.zeros_(self.readout.weight)
         nn.init.zeros_(self.readout.bias)

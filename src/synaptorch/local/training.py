@@ -32,7 +32,7 @@ from synaptorch.errors import CheckpointError, ConfigError
 from synaptorch.fields import check_values
 from synaptorch.io import (
     atomic_write_text,
-    check_folder_path,
+    check_run_folder,
     load_safetensors,
     make_folder,
     read_json,
@@ -100,15 +100,6 @@ def make_config(rule: str, n_inputs: int, n_classes: int, overrides: dict | None
 def _tuples(values: dict) -> dict:
     """Lists (of JSON, or of a command line) as the tuples that frozen configs hold."""
     return {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
-
-
-def check_run_folder(out: str | Path) -> Path:
-    """Refuse a run folder that cannot be made or that already holds a checkpoint, before any work."""
-    out = Path(out)
-    check_folder_path(out, "run folder")
-    if (out / CHECKPOINT).exists():
-        raise ConfigError(f"{out} already holds a checkpoint ({out / CHECKPOINT}); choose another run folder")
-    return out
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:

@@ -72,7 +72,7 @@ from synaptorch.fields import setting
 from synaptorch.io import (
     FolderLock,
     atomic_write_text,
-    check_folder_path,
+    check_run_folder,
     load_safetensors,
     read_json,
     write_folder_atomically,
@@ -296,15 +296,6 @@ class BabiRun:
             checkpoint=str(self.checkpoint),
         )
         return record
-
-
-def check_run_folder(out: str | Path) -> Path:
-    """Refuse a run folder that cannot be made or that already holds a checkpoint, before any work."""
-    out = Path(out)
-    check_folder_path(out, "run folder")
-    if (out / CHECKPOINT).exists():
-        raise ConfigError(f"{out} already holds a checkpoint ({out / CHECKPOINT}); choose another run folder")
-    return out
 
 
 class _MetricsLog:
