@@ -217,3 +217,18 @@ def test_continual_quick_reports_acc_and_bwt_of_every_method():
         assert run["acc"] == pytest.approx(sum(matrix[2]) / 3, abs=0.02)
     assert len(record["runs"]["hlop"]["subspace_rows"]) == 3
     assert {"finetune_forgets", "hlop_bwt_at_least_-3", "spiking_hlop_within_3_points"} <= set(record["targets"])
+
+
+@pytest.mark.slow
+def test_continual_lm_quick_scores_both_corpora_before_and_after_for_both_methods():
+    if not SHAKESPEARE.is_file():
+        pytest.fail(f"{SHAKESPEARE} is missing; the benchmarks need ../shared beside the checkout")
+    record = run_benchmark("continual_lm.py", "--quick")
+    losses = record["val_loss_nats_per_byte"]
+    assert set(losses) == {"finetune", "hlop"}
+    for run in losses.values():
+        assert run["before"] == losses["finetune"]["before"], "both methods start from the same base"
+        assert run["after"]["shakespeare"] < run["before"]["shakespeare"], "the second corpus is learnt"
+        assert run["pydoc_rise"] == pytest.approx(run["after"]["pydoc"] - run["before"]["pydoc"], abs=2e-4)
+    assert set(record["subspace"]["sizes"]) == {"encoder_x", "encoder_y", "decoder"}
+    assert isinstance(record["target_met"], bool)

@@ -3,9 +3,11 @@
 `train_continual(method, tasks, config)` runs fine-tuning, EWC, GPM, HLOP or joint training on
 a list of tasks (`permuted_tasks`) and returns the task-by-task accuracy matrix with ACC and BWT.
 `HebbianProjector` is HLOP's reusable piece: lateral rows learnt by Oja's subspace rule from a
-linear map's inputs, out of whose span the map's weight gradients are projected.
+linear map's inputs, out of whose span the map's weight gradients are projected; `BDHProjectors`
+(`synaptorch.continual.bdh`) puts one on each of BDH's Dx, Dy and E.
 """
 
+from synaptorch.continual.bdh import BDHProjectors, map_inputs
 from synaptorch.continual.networks import MLP, SpikingMLP
 from synaptorch.continual.projection import HebbianProjector, SVDProjector, project_gradient
 from synaptorch.continual.tasks import Task, load_rows, permuted_tasks
@@ -25,6 +27,7 @@ from synaptorch.continual.training import (
 __all__ = [
     "METHODS",
     "MLP",
+    "BDHProjectors",
     "ContinualConfig",
     "ContinualResult",
     "HebbianProjector",
@@ -38,6 +41,7 @@ __all__ = [
     "layer_inputs",
     "load_rows",
     "make_network",
+    "map_inputs",
     "permuted_tasks",
     "project_gradient",
     "train_continual",
