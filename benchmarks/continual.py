@@ -26,7 +26,8 @@ import time
 
 import torch
 
-from synaptorch.continual import METHODS, ContinualConfig, load_rows, permuted_tasks, train_continual
+from synaptorch.continual import METHODS, ContinualConfig, permuted_tasks, train_continual
+from synaptorch.data.images import load_image_rows
 
 from common import emit
 
@@ -57,7 +58,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    tasks = permuted_tasks(load_rows(args.data), args.tasks, args.seed, args.train_limit, args.test_limit)
+    tasks = permuted_tasks(load_image_rows(args.data), args.tasks, args.seed, args.train_limit, args.test_limit)
     hidden = tuple(int(w) for w in args.hidden.split(","))
 
     runs: dict[str, dict] = {}

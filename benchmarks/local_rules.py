@@ -105,7 +105,8 @@ def main() -> None:
     for rule in (r for r in SHARED_LAYERS if r in rules):
         # A few batches suffice: the peak is reached in the first, and kept from then on.
         overrides = {"layers": memory_layers, "epochs": 1}
-        _, result = train_rule(rule, load_splits(args.data, 300), overrides=overrides, progress=False)
+        first = dataclasses.replace(splits, train_x=splits.train_x[:300], train_y=splits.train_y[:300])
+        _, result = train_rule(rule, first, overrides=overrides, progress=False)
         memory[rule] = {
             "peak_memory_mib": result["peak_memory_mib"],
             "working_memory_mib": result["working_memory_mib"],

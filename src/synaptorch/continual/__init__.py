@@ -10,7 +10,7 @@ linear map's inputs, out of whose span the map's weight gradients are projected;
 from synaptorch.continual.bdh import BDHProjectors, map_inputs
 from synaptorch.continual.networks import MLP, SpikingMLP
 from synaptorch.continual.projection import HebbianProjector, SVDProjector, project_gradient
-from synaptorch.continual.tasks import Task, load_rows, permuted_tasks
+from synaptorch.continual.tasks import Task, permuted_tasks
 from synaptorch.continual.training import (
     METHODS,
     ContinualConfig,
@@ -39,7 +39,6 @@ __all__ = [
     "backward_transfer",
     "evaluate",
     "layer_inputs",
-    "load_rows",
     "make_network",
     "map_inputs",
     "permuted_tasks",

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from synaptorch.data.images import flat_images, load_image_set
+from synaptorch.data.images import load_image_rows
 from synaptorch.errors import ConfigError
 
 
@@ -39,13 +39,6 @@ class Task:
 ImageRows = tuple[Tensor, Tensor, Tensor, Tensor]  # train rows (N, D), train labels, test rows, test labels
 
 
-def load_rows(data: str | Path) -> ImageRows:
-    """Both splits of a named image set (fashion-mnist) or an IDX folder as float rows and long labels."""
-    train_images, train_labels = load_image_set(data, "train")
-    test_images, test_labels = load_image_set(data, "test")
-    return flat_images(train_images), train_labels.long(), flat_images(test_images), test_labels.long()
-
-
 def permuted_tasks(
     data: str | Path | ImageRows,
     n_tasks: int,
@@ -54,7 +47,7 @@ def permuted_tasks(
     test_limit: int | None = None,
     identity_first: bool = True,
 ) -> list[Task]:
-    """`n_tasks` permuted copies of an image set: a name or folder for `load_image_set`, or rows as `load_rows` gives.
+    """`n_tasks` permuted copies of an image set: a name or folder, or the rows `load_image_rows` gives.
 
     `train_limit` and `test_limit` keep the first N images of each split, the same images in every task.
     """
@@ -63,7 +56,7 @@ def permuted_tasks(
     for name, limit in (("train_limit", train_limit), ("test_limit", test_limit)):
         if limit is not None and limit <= 0:
             raise ConfigError(f"{name} must be positive, got {limit}")
-    train_x, train_y, test_x, test_y = load_rows(data) if isinstance(data, str | Path) else data
+    train_x, train_y, test_x, test_y = load_image_rows(data) if isinstance(data, str | Path) else data
     train_x, train_y = train_x[:train_limit], train_y[:train_limit]
     test_x, test_y = test_x[:test_limit], test_y[:test_limit]
     generator = torch.Generator().manual_seed(seed)

@@ -160,3 +160,11 @@ def load_image_set(data: str | Path, split: str = "train") -> tuple[Tensor, Tens
 def flat_images(images: Tensor) -> Tensor:
     """uint8 images (N, H, W) -> float32 rows (N, H * W) in [0, 1]."""
     return images.reshape(len(images), -1).float() / 255.0
+
+
+def load_image_rows(data: str | Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Both splits of `load_image_set(data)` as training rows (N, D) in [0, 1], their long labels (N,),
+    then the test rows and labels: what the learning rules and the continual tasks train on."""
+    train_images, train_labels = load_image_set(data, "train")
+    test_images, test_labels = load_image_set(data, "test")
+    return flat_images(train_images), train_labels.long(), flat_images(test_images), test_labels.long()

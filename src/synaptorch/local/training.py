@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from synaptorch.data.images import flat_images, load_image_set
+from synaptorch.data.images import flat_images, load_image_rows, load_image_set
 from synaptorch.errors import CheckpointError, ConfigError
 from synaptorch.fields import check_values
 from synaptorch.io import (
@@ -72,16 +72,11 @@ class ImageSplits:
 
 def load_splits(data: str | Path, train_limit: int | None = None) -> ImageSplits:
     """Both splits of a named image set or an IDX folder; `train_limit` keeps the first N training images."""
-    train_images, train_labels = load_image_set(data, "train")
-    test_images, test_labels = load_image_set(data, "test")
-    if train_limit is not None:
-        if train_limit <= 0:
-            raise ConfigError(f"the training subset must hold at least one image, got {train_limit}")
-        train_images, train_labels = train_images[:train_limit], train_labels[:train_limit]
+    if train_limit is not None and train_limit <= 0:
+        raise ConfigError(f"the training subset must hold at least one image, got {train_limit}")
+    train_x, train_y, test_x, test_y = load_image_rows(data)
     name = str(data) if not Path(data).exists() else str(Path(data).resolve())
-    return ImageSplits(
-        name, flat_images(train_images), train_labels.long(), flat_images(test_images), test_labels.long()
-    )
+    return ImageSplits(name, train_x[:train_limit], train_y[:train_limit], test_x, test_y)
 
 
 def check_rule(rule: str) -> None:
