@@ -16,9 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 
-def matmul_peak_flops(device: torch.device) -> tuple[float, str]:
-    """The best rate of single large square matmuls: fp32 on the CPU, bf16 on CUDA."""
-    sizes, dtype = ((4096, 8192), torch.bfloat16) if device.type == "cuda" else ((2048, 3072), torch.float32)
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype | None = None) -> tuple[float, str]:
+    """The best rate of single large square matmuls in `dtype`, by default the precision the
+    models train in by default: fp32 on the CPU, bf16 on CUDA."""
+    sizes = (4096, 8192) if device.type == "cuda" else (2048, 3072)
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     best = 0.0
     for n in sizes:
         a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
@@ -96,13 +98,14 @@ def emit(benchmark: str, record: dict) -> None:
 MODELS_MEASURED = (("bdh", "cpu-tiny"), ("gpt", "cpu-tiny"), ("gpt", "cpu-tiny-flops"))
 
 
-def training_step(model, optimizer, idx) -> None:
-    """One step of next-token training on idx (B, T + 1), as the trainer takes it."""
+def training_step(model, optimizer, idx, precision=None) -> None:
+    """One step of next-token training on idx (B, T + 1), as the trainer takes it, in `precision`
+    (by default the device's)."""
     import torch.nn.functional as F
 
     from synaptorch.device import autocast_for
 
-    with autocast_for(idx.device):
+    with autocast_for(idx.device, precision):
         logits = model(idx[:, :-1])
     F.cross_entropy(logits.float().flatten(0, 1), idx[:, 1:].flatten()).backward()
     optimizer.step()
@@ -115,37 +118,52 @@ def train_for_budget(
     preset: str = "cpu-tiny",
     architecture: str = "bdh",
     data: str | Path = SHAKESPEARE,
+    model_overrides: dict | None = None,
     **train_overrides,
 ):
-    """Train a preset for a wall-clock budget of `budget_s` seconds; returns the Trainer.
+    """Train a preset (its model changed by `model_overrides`) for a wall-clock budget of
+    `budget_s` seconds; returns the Trainer.
 
-    A throwaway copy times a few steps, one evaluation and one checkpoint, and the step count is
-    set so that steps plus periodic evaluations fill the budget and the cosine schedule ends with
-    it; `max_time` stops the run at the budget in any case.
+    The schedule follows the clock (`time_schedule`): the decay ends at the budget whatever speed
+    the machine keeps meanwhile, and the run stops there, so a run planned by steps from a probe
+    that a passing slowdown misled can neither stop early nor cut its decay short.
     """
     from synaptorch.train.config import build_run_config
     from synaptorch.train.trainer import Trainer
 
-    overrides = {"data": str(data), "max_time": budget_s, **train_overrides}
-    run = build_run_config(preset, architecture=architecture, train_overrides=overrides)
-    probe = Trainer(run, Path(out) / "probe", progress=False)
-    probe.train_step()  # the first step pays one-off costs
-    start = time.perf_counter()
-    for _ in range(5):
-        probe.train_step()
-    seconds_per_step = (time.perf_counter() - start) / 5
-    probe.evaluate()  # the first evaluation pays one-off costs too
-    start = time.perf_counter()
-    probe.evaluate()
-    probe.save()
-    seconds_per_eval = time.perf_counter() - start
-    probe.close()
-    step_share = seconds_per_step + seconds_per_eval / run.train.eval_interval
-    max_steps = max(1, int(0.97 * budget_s / step_share))
-    run = build_run_config(preset, architecture=architecture, train_overrides={**overrides, "max_steps": max_steps})
+    overrides = {
+        "data": str(data),
+        "max_time": budget_s,
+        "time_schedule": True,
+        "max_steps": 10**9,
+        **train_overrides,
+    }
+    run = build_run_config(
+        preset, architecture=architecture, model_overrides=model_overrides, train_overrides=overrides
+    )
     trainer = Trainer(run, Path(out) / "run", progress=False)
     trainer.fit()
     return trainer
+
+
+def parse_settings(items: list[str]) -> tuple[dict, dict]:
+    """Model and training settings from NAME=VALUE strings (TOML values: 1e-3, 256, true, "cosine")."""
+    import tomllib
+
+    from synaptorch.train.config import TrainConfig
+
+    train_fields = set(TrainConfig.__dataclass_fields__)
+    model: dict = {}
+    train: dict = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        try:
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value
+        (train if name in train_fields else model)[name] = parsed
+    return model, train
 
 
 def save_figure(path: str | Path, draw, size: tuple[float, float] = (8, 4)) -> None:

@@ -5,8 +5,10 @@
     python benchmarks/compare_lm.py --gpt-preset cpu-tiny-flops --plot compare.png
 
 Both models see the same batches in the same order (same seed, same data, same block and
-batch size) from the same trainer. Points of the curves score 16,384 evenly spaced validation
-tokens; the final loss scores the whole validation split. Prints one JSON line with, for each model, its validation
+batch size, unless `--bdh-set`/`--gpt-set` change them) from the same trainer, each for the same
+wall-clock budget with its schedule following the clock; `train_s` is the seconds each trained.
+Points of the curves score 16,384 evenly spaced validation tokens; the final loss scores the
+whole validation split. Prints one JSON line with, for each model, its validation
 loss curve against tokens and against seconds of training steps, and the final validation loss
 on the whole validation split; `--plot` writes both curves.
 """
@@ -19,14 +21,16 @@ from pathlib import Path
 
 from synaptorch.checkpoint import read_metrics
 
-from common import SHAKESPEARE, emit, save_figure, train_for_budget
+from common import SHAKESPEARE, emit, parse_settings, save_figure, train_for_budget
 
 
-def run_model(architecture: str, preset: str, budget: float, eval_interval: int, data: str, device: str) -> dict:
+def run_model(
+    architecture: str, preset: str, budget: float, eval_interval: int, data: str, device: str, settings: list[str]
+) -> dict:
+    model_settings, train_settings = parse_settings(settings)
+    overrides = {"eval_interval": eval_interval, "eval_tokens": 16384, "device": device, **train_settings}
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = train_for_budget(
-            tmp, budget, preset, architecture, data=data, eval_interval=eval_interval, eval_tokens=16384, device=device
-        )
+        trainer = train_for_budget(tmp, budget, preset, architecture, data, model_settings, **overrides)
         records = read_metrics(Path(tmp) / "run")
         final = trainer.evaluate(max_tokens=0)
     curve = [
@@ -40,6 +44,8 @@ def run_model(architecture: str, preset: str, budget: float, eval_interval: int,
         "preset": preset,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "train_flops_per_token": 3 * config.flops_per_token(trainer.cfg.block_size),
+        "settings": settings,
+        "precision": trainer.precision.name,
         "steps": trainer.step,
         "tokens": trainer.tokens_seen,
         "train_s": round(trainer.train_seconds, 1),
@@ -73,13 +79,15 @@ def main() -> None:
     parser.add_argument("--eval-interval", type=int, default=100)
     parser.add_argument("--data", default=str(SHAKESPEARE))
     parser.add_argument("--device", default="auto")
+    for model in ("bdh", "gpt"):
+        parser.add_argument(f"--{model}-set", action="append", default=[], metavar="NAME=VALUE", help="a setting")
     parser.add_argument("--plot", help="write the curves to this PNG")
     args = parser.parse_args()
     budget, eval_interval = (15.0, 10) if args.quick else (args.budget, args.eval_interval)
 
     results = [
-        run_model("bdh", args.bdh_preset, budget, eval_interval, args.data, args.device),
-        run_model("gpt", args.gpt_preset, budget, eval_interval, args.data, args.device),
+        run_model("bdh", args.bdh_preset, budget, eval_interval, args.data, args.device, args.bdh_set),
+        run_model("gpt", args.gpt_preset, budget, eval_interval, args.data, args.device, args.gpt_set),
     ]
     if args.plot:
         plot(results, args.plot)

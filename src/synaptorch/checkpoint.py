@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from torch import nn
+from torch import Tensor, nn
 
 from synaptorch.data.tokenizer import BYTES, ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
 from synaptorch.errors import CheckpointError, ConfigError, DataError
@@ -33,7 +33,9 @@ METRICS = "metrics.jsonl"
 DEFAULT_BLOCK_SIZE = 128
 
 
-def _write_model_files(folder: Path, model: nn.Module, tokenizer: Tokenizer | None, extra: dict) -> None:
+def _write_model_files(
+    folder: Path, model: nn.Module, tokenizer: Tokenizer | None, extra: dict, weights: dict[str, Tensor] | None = None
+) -> None:
     tokenizer = tokenizer or ByteTokenizer()
     meta = {
         "synaptorch_version": __version__,
@@ -44,7 +46,8 @@ def _write_model_files(folder: Path, model: nn.Module, tokenizer: Tokenizer | No
     }
     if isinstance(tokenizer, HFTokenizer):
         shutil.copyfile(tokenizer.path, folder / TOKENIZER)
-    tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+    weights = model.state_dict() if weights is None else weights
+    tensors = {name: t.detach().contiguous().cpu() for name, t in weights.items()}
     save_file(tensors, folder / WEIGHTS)
     (folder / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -54,12 +57,16 @@ def save_model(
     folder: str | Path,
     tokenizer: Tokenizer | None = None,
     trainer_state: dict | None = None,
+    weights: dict[str, Tensor] | None = None,
     **extra,
 ) -> Path:
-    """Write a checkpoint folder atomically and durably; `extra` goes into config.json."""
+    """Write a checkpoint folder atomically and durably; `extra` goes into config.json.
+
+    `weights` replaces the model's own state dict, as the gathered weights of a sharded model do.
+    """
 
     def write(tmp: Path) -> None:
-        _write_model_files(tmp, model, tokenizer, extra)
+        _write_model_files(tmp, model, tokenizer, extra, weights)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER)
 

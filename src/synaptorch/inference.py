@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,13 +11,15 @@ from pathlib import Path
 import torch
 
 from synaptorch.checkpoint import load_for_inference
-from synaptorch.data.corpus import load_corpus
+from synaptorch.data.corpus import Corpus, load_corpus
 from synaptorch.data.tokenizer import StreamDecoder, Tokenizer
 from synaptorch.device import pick_device
 from synaptorch.errors import ConfigError, DataError
 from synaptorch.models.bdh import BDH
 from synaptorch.models.sampling import check_sampling, stream_tokens
+from synaptorch.train.distill import DistillConfig
 from synaptorch.train.spiking import (
+    METHODS,
     ReLUResult,
     SpikingResult,
     as_records,
@@ -25,6 +28,7 @@ from synaptorch.train.spiking import (
     evaluate_spiking,
     finetune_spiking,
 )
+from synaptorch.train.teacher import TeacherSignal
 from synaptorch.train.trainer import bits_per_byte, evaluate_loss
 
 SPLITS = ("val", "train", "all")
@@ -138,32 +142,95 @@ def spike_eval_checkpoint(
     finetune_t: int = 4,
     finetune_lr: float = 3e-4,
     device: str = "cpu",
+    finetune_method: str = "surrogate",
+    finetune_seconds: float = 0.0,
+    finetune_gradient: str | None = None,
+    teacher: str | None = None,
+    teacher_cache: str | Path | None = None,
+    distill_alpha: float = 0.5,
+    distill_tau: float = 1.0,
 ) -> SpikeEvaluation:
     """Convert a BDH checkpoint to integrate-and-fire neurons (thresholds calibrated on the start of
     the training split), optionally fine-tune it with the spikes in the loop, and score it at each
-    number of time steps per token against the ReLU model."""
+    number of time steps per token against the ReLU model.
+
+    Fine-tuning runs `finetune_steps` steps, or `finetune_seconds` seconds, of `finetune_method`
+    (see `finetune_spiking`); distillation learns from `teacher` (anything `synaptorch distill`
+    takes, its distributions kept in `teacher_cache` when given), by default from the ReLU model.
+    """
     check_time_steps(time_steps)
     _check_split(split, val_fraction)
     # Checked before the model is converted and fine-tuned, which take minutes.
     if (block_size is not None and block_size < 1) or batch_size < 1 or calibration_tokens < 1:
         raise ConfigError("--block-size, --batch-size and --calibration-tokens must be positive")
-    if max_tokens < 0 or finetune_steps < 0:
-        raise ConfigError("--max-tokens and --finetune-steps must be >= 0")
-    loaded = load_for_inference(checkpoint, pick_device(device), architecture="bdh")
+    if max_tokens < 0 or finetune_steps < 0 or not finetune_seconds >= 0:
+        raise ConfigError("--max-tokens, --finetune-steps and --finetune-seconds must be >= 0")
+    if finetune_method not in METHODS:
+        raise ConfigError(f"--finetune-method must be one of {', '.join(METHODS)}, got {finetune_method!r}")
+    if (teacher is not None or teacher_cache is not None) and finetune_method != "distill":
+        raise ConfigError("--teacher and --teacher-cache go with --finetune-method distill")
+    if teacher_cache is not None and teacher is None:
+        raise ConfigError("--teacher-cache needs --teacher (the ReLU model is run live)")
+    distill = DistillConfig(alpha=distill_alpha, tau=distill_tau)
+    dev = pick_device(device)
+    loaded = load_for_inference(checkpoint, dev, architecture="bdh")
     window = block_size or loaded.block_size
     corpus = load_corpus(data, loaded.tokenizer, val_fraction)
     train_split = corpus.split("train")
+    signal = None
+    if teacher is not None:
+        signal = _teacher_signal(teacher, teacher_cache, loaded.tokenizer, corpus, distill, dev)
     spiking = convert(loaded.model, train_split[:calibration_tokens], window, percentile)
     record: dict = {"checkpoint": str(loaded.folder), "data": str(data), "split": split}
     losses: list[float] = []
-    if finetune_steps:
-        losses = finetune_spiking(spiking, train_split, finetune_steps, finetune_t, window, lr=finetune_lr)
-        first, last = round(losses[0], 6), round(losses[-1], 6)
-        record["finetune"] = {"steps": len(losses), "t": finetune_t, "first_loss": first, "last_loss": last}
+    if finetune_method != "none" and (finetune_steps or finetune_seconds):
+        start = time.perf_counter()
+        losses = finetune_spiking(
+            spiking,
+            train_split,
+            finetune_steps,
+            finetune_t,
+            window,
+            lr=finetune_lr,
+            method=finetune_method,
+            seconds=finetune_seconds,
+            gradient=finetune_gradient,
+            teacher=signal,
+            alpha=distill.alpha,
+            tau=distill.tau,
+        )
+        record["finetune"] = {
+            "method": finetune_method,
+            "steps": len(losses),
+            "t": finetune_t,
+            "seconds": round(time.perf_counter() - start, 1),
+            "first_loss": round(losses[0], 6),
+            "last_loss": round(losses[-1], 6),
+        }
     relu, results = evaluate_spiking(
         loaded.model, spiking, corpus.split(split), time_steps, window, batch_size, max_tokens
     )
     return SpikeEvaluation(relu, results, record | as_records(relu, results), losses)
+
+
+def _teacher_signal(
+    spec: str,
+    cache: str | Path | None,
+    tokenizer: Tokenizer,
+    corpus: Corpus,
+    distill: DistillConfig,
+    device: torch.device,
+) -> TeacherSignal:
+    """The teacher's distributions over `corpus`, from its cache (filled first if missing) or live."""
+    from synaptorch.train.distill import open_teacher_cache
+    from synaptorch.train.teacher import LiveSignal, load_teacher
+
+    loaded = load_teacher(spec, device)
+    if loaded.tokenizer.identity() != tokenizer.identity():
+        raise DataError(f"teacher {spec} does not use the checkpoint's tokenizer; the distributions must share ids")
+    if cache is None:
+        return LiveSignal(loaded, corpus.tokens, distill.for_signal(cached=False).top_k)
+    return open_teacher_cache(cache, loaded, corpus, distill)[0]
 
 
 @dataclass

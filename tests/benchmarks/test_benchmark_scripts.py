@@ -57,6 +57,17 @@ def test_throughput_quick_reports_utilisation_against_a_measured_peak():
     for row in record["rows"]:
         assert 0 < row["train_mfu"] < 1.5 and 0 < row["infer_mfu"] < 1.5
         assert row["train_tokens_per_s"] < row["infer_tokens_per_s"]
+    assert record["matmul_peaks_gflops"]["fp32"] > 0 and record["matmul_peaks_gflops"]["bf16"] > 0
+    assert {(row["model"], row["precision"]) for row in record["precision_rows"]} == {
+        (f"bdh:{name}", precision) for name in ("cpu-tiny", "wide") for precision in ("fp32", "bf16")
+    }
+    for row in record["precision_rows"]:
+        assert 0 < row["train_mfu_fp32_peak"] < 1.5 and 0 < row["train_mfu_bf16_peak"] < 1.5
+    assert set(record["bf16_speedup"]) == set(record["precision_auto"]) == {"cpu-tiny", "wide"}
+    for name, chosen in record["precision_auto"].items():
+        assert chosen in ("fp32", "bf16")
+        if chosen == "bf16":  # auto never takes a path slower than fp32
+            assert record["bf16_speedup"][name] > 1, (name, record["bf16_speedup"])
 
 
 @pytest.mark.slow
@@ -125,23 +136,27 @@ def test_lif_libraries_quick_times_synaptorch_against_the_linear_bound():
 
 
 @pytest.mark.slow
-def test_spiking_bdh_agreement_rises_with_the_time_steps(tmp_path):
+def test_spiking_bdh_quick_scores_every_method_at_every_t(tmp_path):
     from synaptorch.train.config import build_run_config
+    from synaptorch.train.spiking import METHODS
     from synaptorch.train.trainer import Trainer
 
     # A fixed number of steps, not seconds: the checkpoint is the same however busy the machine is.
     overrides = {"data": str(SHAKESPEARE), "max_steps": 60, "eval_interval": 60, "eval_tokens": 1024}
     trainer = Trainer(build_run_config("cpu-tiny", train_overrides=overrides), tmp_path / "run", progress=False)
     trainer.fit()
-    record = run_benchmark(
-        "spiking_bdh.py",
-        *("--checkpoint", str(tmp_path / "run"), "--steps", "1,8,64", "--max-tokens", "1024"),
-        *("--calibration-tokens", "1024", "--finetune-steps", "2"),
-    )
-    agreement = [r["agreement"] for r in record["spiking"]]
-    assert agreement[0] < agreement[1] < agreement[2]
-    assert record["relu"]["macs_per_token"] > 0 and record["spiking"][0]["synaptic_ops_per_token"] > 0
-    assert [r["steps"] for r in record["finetuned"]["spiking"]] == [1, 8, 64]
+    record = run_benchmark("spiking_bdh.py", "--checkpoint", str(tmp_path / "run"), "--steps", "1,4,32", "--quick")
+    assert list(record["methods"]) == list(METHODS)
+    for by_t in record["methods"].values():
+        assert list(by_t) == ["1", "4", "32"]
+        assert all(set(r) >= {"loss", "agreement", "synops_over_macs", "energy_pj"} for r in by_t.values())
+    unchanged = record["methods"]["none"]
+    assert unchanged["1"]["agreement"] < unchanged["4"]["agreement"] < unchanged["32"]["agreement"]
+    assert unchanged["1"]["equilibrium_gap"] > unchanged["4"]["equilibrium_gap"] > unchanged["32"]["equilibrium_gap"]
+    assert unchanged["1"]["energy_pj"] < record["relu_energy_pj"]
+    assert set(record["finetuned"]) == set(METHODS) - {"none"}
+    assert all(run["steps"] >= 1 for run in record["finetuned"].values())
+    assert record["relu_loss"] > 0 and "tks_t2_minus_equilibrium_t2" not in record["targets"]
 
 
 @pytest.mark.slow
@@ -232,3 +247,24 @@ def test_continual_lm_quick_scores_both_corpora_before_and_after_for_both_method
         assert run["pydoc_rise"] == pytest.approx(run["after"]["pydoc"] - run["before"]["pydoc"], abs=2e-4)
     assert set(record["subspace"]["sizes"]) == {"encoder_x", "encoder_y", "decoder"}
     assert isinstance(record["target_met"], bool)
+
+
+@pytest.mark.slow
+def test_long_context_quick_scores_position_buckets_of_three_models(tmp_path):
+    record = run_benchmark("long_context.py", "--quick", "--plot", str(tmp_path / "lc.png"))
+    assert set(record["models"]) == {"bdh_window", "bdh_carried", "gpt"}
+    assert set(record["by_corpus"]) == {"shakespeare", "pydoc"}
+    for name, buckets in record["models"].items():
+        assert list(buckets) == ["0-128", "128-512", "512-1k"]  # contexts of 1,024 in the quick run
+        for bucket, loss in buckets.items():
+            per_corpus = [record["by_corpus"][c][name][bucket] for c in record["by_corpus"]]
+            assert loss == pytest.approx(sum(per_corpus) / 2, abs=1e-4)
+            assert 0 < loss < 6
+    budgets = [t["train_s"] for runs in record["training"].values() for t in runs.values()]
+    assert all(s < 22 for s in budgets) and min(budgets) > 15  # the whole budget, and a step more at most
+    assert set(record["targets"]) == {
+        "carried_long_at_or_below_its_start",
+        "carried_long_below_window_long_by_0.1",
+        "carried_start_within_0.02_of_window_start",
+    }
+    assert (tmp_path / "lc.png").stat().st_size > 0

@@ -107,7 +107,11 @@ def train_command(architecture, preset, config_file, out, resume, sample_tokens,
         trainer = Trainer.resume(out or f"runs/{architecture or DEFAULT_ARCHITECTURE}", request, progress=not quiet)
     else:
         run = new_run_config(request)
-        trainer = Trainer(run, out or f"runs/{run.architecture}", progress=not quiet)
+        out = out or f"runs/{run.architecture}"
+        if Trainer.restarted(out):  # the saved settings are this command's
+            trainer = Trainer.resume(out, progress=not quiet)
+        else:
+            trainer = Trainer(run, out, progress=not quiet)
     _echo(trainer, f"training {_describe_run(trainer)}")
     _fit(trainer, sample_tokens)
 
@@ -145,10 +149,13 @@ def _describe_run(trainer) -> str:
 
 
 def _print_sample(trainer, n_tokens: int) -> None:
+    from synaptorch.checkpoint import load_model
     from synaptorch.models.sampling import generate
 
+    # A sharded model computes only with all processes; the main one samples from the checkpoint.
+    model = load_model(trainer.last_checkpoint, trainer.device) if trainer.sharded else trainer.model
     prompt = torch.tensor([trainer.tokenizer.encode("\n")], device=trainer.device)
-    ids = generate(trainer.model, prompt, n_tokens, temperature=0.8, top_k=50, seed=trainer.cfg.seed)
+    ids = generate(model, prompt, n_tokens, temperature=0.8, top_k=50, seed=trainer.cfg.seed)
     click.echo("--- sample ---")
     click.echo(trainer.tokenizer.decode(ids[0].tolist()).strip("\n"))
     click.echo("--------------")
@@ -210,6 +217,8 @@ def distill_command(
         trainer = DistillTrainer.resume(
             out, model, cache, request, progress=not quiet, given={k: v for k, v in given.items() if v is not None}
         )
+    elif DistillTrainer.restarted(out) and not precompute_only:
+        trainer = DistillTrainer.resume(out, model, cache, progress=not quiet)
     else:
         if flags["tokenizer"] is None:
             request.train["tokenizer"] = model.tokenizer_spec

@@ -38,6 +38,7 @@ from synaptorch.models.layers import layer_norm, rope, rope_phasors
 from synaptorch.models.linear_attention import (
     auto_chunk_size,
     causal_linear_attention,
+    causal_linear_attention_detached_reference,
     causal_linear_attention_reference,
 )
 
@@ -116,6 +117,9 @@ class BDH(BDHGeneration, LanguageModel):
     chunk_size: chunk length of the chunked form, None to choose it from the shapes.
     recompute: in training, keep only each layer's input and recompute the layer in the backward
         pass: about a third more compute for a fraction of the activation memory.
+    detach_kv: no backpropagation through the attention's keys and values (the paper's 7.2): the
+        gradient reaches the neurons of a token through its own query only, and never the synapse
+        state it writes.
     One-token generation, `step`, with its settings `compiled_step` and `sparse_below`, comes from
     `BDHGeneration` (bdh_generation.py).
     """
@@ -136,6 +140,7 @@ class BDH(BDHGeneration, LanguageModel):
         self.attention: str = "chunked"
         self.chunk_size: int | None = None
         self.recompute: bool = False
+        self.detach_kv: bool = False
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -208,13 +213,17 @@ class BDH(BDHGeneration, LanguageModel):
         # batched matmuls over heads, and no tensor of neurons is ever transposed.
         c = self.config
         _, B, T, d = x.shape  # (1, B, T, d)
-        x_sparse = self.fire_x((x.view(B * T, d) @ self.encoder_x).view(c.n_head, B, T, -1))  # (nh, B, T, N)
+        # x is shared by the heads: expanded to (nh, B T, d) the product is one batched matmul that
+        # writes (nh, B T, N) directly; (B T, d) @ (nh, d, N) would compute it transposed and copy it.
+        x_heads = x.view(1, B * T, d).expand(c.n_head, -1, -1)
+        x_sparse = self.fire_x((x_heads @ self.encoder_x).view(c.n_head, B, T, -1))  # (nh, B, T, N)
         q = rope(x_sparse, phasors)
         a = self._attend(q, x)  # (nh, B, T, d), causal, diagonal excluded
         if rho is not None:
             rho = rho.transpose(0, 1)  # (nh, B, N, d)
             a = a + q @ rho  # read before write
-            rho = (rho + q.mT @ x).transpose(0, 1).contiguous()  # Hebbian update, (B, nh, N, d)
+            keys, values = (q.detach(), x.detach()) if self.detach_kv else (q, x)
+            rho = (rho + keys.mT @ values).transpose(0, 1).contiguous()  # Hebbian update, (B, nh, N, d)
         y_current = (layer_norm(a).view(c.n_head, B * T, d) @ self.encoder_y).view_as(x_sparse)
         xy = self.fire_xy(x_sparse, y_current)
         if observe is not None:
@@ -234,7 +243,9 @@ class BDH(BDHGeneration, LanguageModel):
         if q.shape[-2] == 1:
             return q.new_zeros(q.shape[:-1] + x.shape[-1:])  # a lone token sees only the state
         if self.attention == "naive":
+            if self.detach_kv:
+                return causal_linear_attention_detached_reference(q, x)
             return causal_linear_attention_reference(q, x)
         if self.attention != "chunked":
             raise ConfigError(f"attention must be 'chunked' or 'naive', got {self.attention!r}")
-        return causal_linear_attention(q, x, self.chunk_size)
+        return causal_linear_attention(q, x, self.chunk_size, self.detach_kv)

@@ -45,19 +45,26 @@ def causal_linear_attention_reference(q: Tensor, x: Tensor) -> Tensor:
     return (q @ q.mT).tril(diagonal=-1) @ x
 
 
-def causal_linear_attention(q: Tensor, x: Tensor, chunk_size: int | None = None) -> Tensor:
+def causal_linear_attention(q: Tensor, x: Tensor, chunk_size: int | None = None, detach_kv: bool = False) -> Tensor:
     """a (..., T, d) from q (..., T, N) and x (..., T, d), equal to the reference form.
 
     The leading dimensions of x broadcast against those of q: BDH's heads share one x.
-
-    chunk_size None picks it with `auto_chunk_size`.
+    chunk_size None picks it with `auto_chunk_size`. With detach_kv the gradient reaches q only in
+    its role of query, a_t = sum_{s<t} <q_t, sg(q_s)> sg(x_s): the keys and values are constants,
+    as in the BDH paper's training without backpropagation through the attention (its 7.2), and
+    the backward pass skips its sweep over the chunks.
     """
     T = q.shape[-2]
     if chunk_size is None:
         chunk_size = auto_chunk_size(T, q.shape[-1], x.shape[-1])
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    return _ChunkedLinearAttention.apply(q, x, min(chunk_size, T))
+    return _ChunkedLinearAttention.apply(q, x, min(chunk_size, T), detach_kv)
+
+
+def causal_linear_attention_detached_reference(q: Tensor, x: Tensor) -> Tensor:
+    """The parallel form with the keys and values detached: the gradient reaches q as query only."""
+    return (q @ q.detach().mT).tril(diagonal=-1) @ x.detach()
 
 
 def _chunks(t: Tensor, chunk_size: int) -> Tensor:
@@ -84,7 +91,7 @@ class _ChunkedLinearAttention(torch.autograd.Function):
     """Computes in the dtype of q; the synapse state is summed in at least float32 and read in q's dtype."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, x: Tensor, chunk_size: int) -> Tensor:
+    def forward(ctx, q: Tensor, x: Tensor, chunk_size: int, detach_kv: bool = False) -> Tensor:
         with torch.autocast(q.device.type, enabled=False):
             qc, xc = _chunks(q, chunk_size), _chunks(_per_head(x, q), chunk_size)  # (..., n, C, N), (..., n, C, d)
             scores = _strict_lower(qc @ qc.mT)  # (..., n, C, C): C floats per token and head, kept
@@ -97,11 +104,11 @@ class _ChunkedLinearAttention(torch.autograd.Function):
                 states[..., c, :, :] = written if c == 0 else states[..., c - 1, :, :] + written
                 a[..., c + 1, :, :] += qc[..., c + 1, :, :] @ states[..., c, :, :].to(q.dtype)
         ctx.save_for_backward(q, x, scores, states)
-        ctx.chunk_size, ctx.x_dtype = chunk_size, x.dtype
+        ctx.chunk_size, ctx.x_dtype, ctx.detach_kv = chunk_size, x.dtype, detach_kv
         return _unchunk(a, q.shape[-2])
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None, None, None]:
         q, x, scores, states = ctx.saved_tensors
         T, C = q.shape[-2], ctx.chunk_size
         with torch.autocast(q.device.type, enabled=False):
@@ -110,8 +117,12 @@ class _ChunkedLinearAttention(torch.autograd.Function):
 
             # Inside chunks the scores S = tril(q q^T) were used as S x, so dx = S^T g and
             # dS = tril(g x^T), which reaches q through both sides of q q^T.
-            grad_x_heads = scores.mT @ gc  # (..., n, C, d)
             grad_scores = _strict_lower(gc @ xc.mT)
+            if ctx.detach_kv:  # q as query only; no gradient for the keys and values
+                grad_q = grad_scores @ qc
+                grad_q[..., 1:, :, :] += gc[..., 1:, :, :] @ states.mT.to(q.dtype)
+                return _unchunk(grad_q, T), None, None, None
+            grad_x_heads = scores.mT @ gc  # (..., n, C, d)
             grad_q = (grad_scores + grad_scores.mT) @ qc  # (..., n, C, N)
             del grad_scores
 
@@ -127,7 +138,7 @@ class _ChunkedLinearAttention(torch.autograd.Function):
                 grad_x_heads[..., c - 1, :, :] += qc[..., c - 1, :, :] @ later_
 
         grad_x = _unchunk(grad_x_heads, T).sum_to_size(x.shape)
-        return _unchunk(grad_q, T), grad_x.to(ctx.x_dtype), None
+        return _unchunk(grad_q, T), grad_x.to(ctx.x_dtype), None, None
 
 
 def _per_head(x: Tensor, q: Tensor) -> Tensor:

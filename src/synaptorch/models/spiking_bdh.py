@@ -16,6 +16,16 @@ each reading the rates of the one before.
 Thresholds are calibrated on the ReLU model (a percentile of its positive activations per head and
 population, shared by the layers as their weights are), which keeps the rare large activations
 from setting a scale that the common small ones cannot reach in few steps.
+
+Gradients, for training with the spikes in the loop (`gradient`):
+    surrogate     through every one of the T steps, each spike with a surrogate derivative
+    equilibrium   through the rate IF neurons tend to, a* = clamp(I / threshold, 0, 1) (SpikingBERT,
+                  Bal and Sengupta; neurons/equilibrium.py), while the forward pass runs the spikes.
+                  Within a token no population feeds back into its own current: the attention
+                  reads earlier tokens only, its diagonal excluded, and the xy neurons read the x
+                  rates of the layer, which do not read them. So each a* is a function of its
+                  input alone and plain backpropagation through it is exact; no fixed point is
+                  solved, and the spike counts come from their closed form, no step loop.
 """
 
 from __future__ import annotations
@@ -30,10 +40,12 @@ from torch import Tensor
 from synaptorch.errors import ConfigError, DataError
 from synaptorch.models.base import LanguageModel
 from synaptorch.models.bdh import BDH, BDHConfig
+from synaptorch.neurons.equilibrium import equilibrium_gradient, equilibrium_rate
 from synaptorch.neurons.lif import LIFState, lif_step
 from synaptorch.neurons.parameters import LIFParameters
 
 POPULATIONS = ("x", "xy")
+GRADIENTS = ("surrogate", "equilibrium")
 
 
 def integrate_and_fire(current: Tensor, steps: int, v_init: float = 0.5, surrogate: str = "superspike") -> Tensor:
@@ -56,18 +68,48 @@ def integrate_and_fire(current: Tensor, steps: int, v_init: float = 0.5, surroga
     return counts
 
 
+def _silent_without_gradient(rates: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """`rates` with no gradient where all of them along `dims` are 0.
+
+    A layer norm of an exact 0 jumps with the direction of its input, and its derivative there is
+    1 / sqrt(eps). Where the spikes leave a group at 0, the surrogate and equilibrium gradients of
+    the silent neurons would pass that on, compounding over the layers (at T = 1 to float32
+    overflow); the ReLU model gives silent neurons no gradient at all.
+    """
+    if not rates.requires_grad:
+        return rates
+    silent = (rates.detach() == 0).all(dim=dims[0], keepdim=True)
+    for dim in dims[1:]:
+        silent = silent.all(dim=dim, keepdim=True)
+    return torch.where(silent, rates.detach(), rates)
+
+
+def check_gradient(gradient: str) -> None:
+    if gradient not in GRADIENTS:
+        raise ConfigError(f"the gradient must be one of {', '.join(GRADIENTS)}, got {gradient!r}")
+
+
 class SpikingBDH(BDH):
     """A BDH whose neurons spike. steps = 0 runs the ReLU neurons, which gives the BDH it came from.
 
     steps: time steps per token. thresholds (2, n_head): per population (x, xy) and head, set by
-    `calibrate`. Not a checkpoint format of its own: build it from a BDH with `from_relu`.
+    `calibrate`. gradient: "surrogate" or "equilibrium", how training differentiates the spikes.
+    Not a checkpoint format of its own: build it from a BDH with `from_relu`.
     """
 
-    def __init__(self, config: BDHConfig, steps: int = 16, v_init: float = 0.5, surrogate: str = "superspike") -> None:
+    def __init__(
+        self,
+        config: BDHConfig,
+        steps: int = 16,
+        v_init: float = 0.5,
+        surrogate: str = "superspike",
+        gradient: str = "surrogate",
+    ) -> None:
         if not 0 <= v_init <= 1:
             raise ConfigError(f"the starting membrane must be in [0, 1] of the threshold, got {v_init}")
+        check_gradient(gradient)
         super().__init__(config)
-        self.steps, self.v_init, self.surrogate = steps, v_init, surrogate
+        self.steps, self.v_init, self.surrogate, self.gradient = steps, v_init, surrogate, gradient
         self.register_buffer("thresholds", torch.ones(len(POPULATIONS), config.n_head), persistent=False)
 
     @classmethod
@@ -136,14 +178,30 @@ class SpikingBDH(BDH):
 
     def fire_xy(self, x_sparse: Tensor, y_current: Tensor) -> Tensor:
         """xy neurons: one IF neuron per pair, driven by x's rate times layernorm(a) Dy; their rates."""
-        return self._fire(x_sparse * y_current, 1)
+        # No xy spike of any head at a token: the layer adds layernorm(0) (see `_attend`).
+        return _silent_without_gradient(self._fire(x_sparse * y_current, 1), (0, -1))
+
+    def _attend(self, q: Tensor, x: Tensor) -> Tensor:
+        # Few spikes often share no active x neuron with any earlier token, and then a head's
+        # attention a (nh, B, T, d) is exactly 0 at that token.
+        return _silent_without_gradient(super()._attend(q, x), (-1,))
+
+    def equilibrium(self, current: Tensor, population: int) -> Tensor:
+        """The rates (nh, B, T, N) the neurons of a population tend to as T grows, in the units of
+        the ReLU: threshold * clamp(current / threshold, 0, 1)."""
+        threshold = self.thresholds[population].view(-1, 1, 1, 1)
+        return threshold * equilibrium_rate(current, threshold)
 
     def _fire(self, current: Tensor, population: int) -> Tensor:
         """Input current (nh, B, T, N) -> rates in the units of the ReLU: threshold * spikes / T."""
         if self.steps == 0:
             return F.relu(current)
         threshold = self.thresholds[population].view(-1, 1, 1, 1)
-        counts = integrate_and_fire(current / threshold, self.steps, self.v_init, self.surrogate)
+        scaled = current / threshold
+        if self.gradient == "equilibrium" and scaled.requires_grad and torch.is_grad_enabled():
+            counts = integrate_and_fire(scaled.detach(), self.steps, self.v_init)
+            return threshold * equilibrium_gradient(counts / self.steps, scaled)
+        counts = integrate_and_fire(scaled, self.steps, self.v_init, self.surrogate)
         return counts * (threshold / self.steps)
 
     def _spikes(self, rate: Tensor, population: int) -> Tensor | None:

@@ -11,10 +11,12 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from synaptorch.device import check_device_spec
+from synaptorch.device import check_device_spec, check_precision_spec
 from synaptorch.errors import ConfigError
 from synaptorch.fields import check_positive_ints, check_values, setting
 from synaptorch.registry import ARCHITECTURES, model_class
+
+SCHEDULES = ("cosine", "linear")
 
 
 @dataclass(frozen=True)
@@ -29,19 +31,42 @@ class TrainConfig:
     lr: float = setting(3e-3, "Peak learning rate.")
     min_lr: float = setting(3e-4, "Learning rate at the end of the cosine decay.")
     warmup_steps: int = setting(100, "Linear warm-up steps.")
+    schedule: str = setting("cosine", "Decay after the warm-up, from lr to min_lr at max_steps: cosine or linear.")
     weight_decay: float = setting(0.1, "AdamW weight decay of matrices.")
     beta1: float = setting(0.9, "AdamW beta1.")
     beta2: float = setting(0.95, "AdamW beta2.")
     grad_clip: float = setting(1.0, "Clip the gradient norm to this (0: off).")
+    agc: float = setting(
+        0.0, "Adaptive gradient clipping: clip each unit's gradient to this ratio of its weight norm (0: off)."
+    )
+    carry_state: bool = setting(
+        False, "BDH: each batch row reads its own stream and carries its synapse state from step to step."
+    )
+    carry_reset: int = setting(
+        8192, "With --carry-state: a row's synapse state restarts every this many tokens (0: at its stream's end)."
+    )
+    detach_kv: bool = setting(False, "BDH: no backpropagation through the attention's keys and values.")
     eval_interval: int = setting(200, "Evaluate and save a checkpoint every K steps.", on_resume=True)
     eval_tokens: int = setting(65536, "Validation tokens per evaluation (0: the whole split).", on_resume=True)
     log_interval: int = setting(10, "Write train loss to metrics.jsonl every K steps.", on_resume=True)
     keep_last: int = setting(2, "Checkpoints kept in the run folder.", on_resume=True)
     seed: int = setting(1337, "Seed of weights, dropout and data order.")
     device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps (bf16 autocast on CUDA where supported).", True)
+    precision: str = setting(
+        "auto",
+        "auto, fp32, bf16 or fp16 (CUDA, with a scaled loss): the autocast of the forward pass; auto takes bf16 "
+        "where it is faster (CUDA with bf16; a CPU with AVX512-BF16 or AMX, timed), fp16 on older GPUs.",
+        on_resume=True,
+    )
     compile: bool = setting(False, "torch.compile the model.", on_resume=True)
     recompute: bool = setting(False, "Recompute layers in the backward pass: less memory, more time.", True)
+    fsdp: bool = setting(
+        False, "With several processes, shard weights, gradients and optimizer state among them (FSDP2).", True
+    )
     max_time: float = setting(0.0, "Stop after this many seconds, with a checkpoint (0: no limit).", on_resume=True)
+    time_schedule: bool = setting(
+        False, "With --max-time: the decay ends at --max-time seconds, not at --max-steps (a wall-clock budget)."
+    )
     init_from: str | None = setting(
         None, "Fine-tune: start from this checkpoint's weights, model and tokenizer, with a fresh optimizer."
     )
@@ -49,7 +74,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         positive = ("batch_size", "block_size", "grad_accum", "max_steps", "eval_interval", "log_interval", "keep_last")
         check_positive_ints(self, positive)
-        for name in ("warmup_steps", "eval_tokens"):
+        for name in ("warmup_steps", "eval_tokens", "carry_reset"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
@@ -57,11 +82,18 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.weight_decay < 0 or self.grad_clip < 0 or self.max_time < 0:
-            raise ConfigError("weight_decay, grad_clip and max_time must be >= 0")
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.agc < 0 or self.max_time < 0:
+            raise ConfigError("weight_decay, grad_clip, agc and max_time must be >= 0")
+        if self.time_schedule and not self.max_time:
+            raise ConfigError("time_schedule follows --max-time: give it a budget in seconds")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.carry_state and self.carry_reset % self.block_size:
+            raise ConfigError(f"carry_reset {self.carry_reset} must be a multiple of block_size {self.block_size}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         check_device_spec(self.device)
+        check_precision_spec(self.precision)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -91,6 +123,27 @@ PRESETS: dict[str, dict[str, dict]] = {
         "paper-25m": {
             "model": {"n_layer": 6, "n_embd": 256, "n_head": 4, "n_neuron": 8192, "dropout": 0.1},
             "train": _GPU_TRAIN,
+        },
+        # The paper's own training (its appendix B.1-B.2): consecutive minibatches continue the
+        # same text with the synapse state carried across them, 2048-token sequences, linear
+        # warm-up over 1000 steps and linear decay to 1e-4, weight decay 0.1, adaptive gradient
+        # clipping. The clipping ratio 0.01 is the default of AGC's paper (Brock et al. 2021).
+        "paper-25m-stateful": {
+            "model": {"n_layer": 6, "n_embd": 256, "n_head": 4, "n_neuron": 8192, "dropout": 0.1},
+            "train": {
+                "batch_size": 8,
+                "block_size": 2048,
+                "max_steps": 10000,
+                "lr": 1e-3,
+                "min_lr": 1e-4,
+                "warmup_steps": 1000,
+                "schedule": "linear",
+                "weight_decay": 0.1,
+                "grad_clip": 0.0,
+                "agc": 0.01,
+                "carry_state": True,
+                "carry_reset": 0,
+            },
         },
     },
     "gpt": {

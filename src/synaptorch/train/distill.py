@@ -245,7 +245,8 @@ class DistillTrainer(Trainer):
         tokens = self.cfg.eval_tokens if max_tokens is None else max_tokens
         block, offset = self.cfg.block_size, self.corpus.split_index
         val = self.corpus.split("val")
-        batches = eval_batches(self.model, val, block, self.cfg.batch_size, self.device, tokens, self.world)
+        batch, world, precision = self.cfg.batch_size, self.world, self.precision
+        batches = eval_batches(self.model, val, block, batch, self.device, tokens, world, precision)
         ce_sum, kl_sum, count = 0.0, 0.0, 0
         for starts, logits, targets in batches:
             ids, logprobs = self.signal.targets([offset + s for s in starts], block)

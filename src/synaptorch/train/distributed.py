@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import Tensor, nn
 
 from synaptorch.errors import ConfigError
 
@@ -80,7 +81,13 @@ def current_world() -> World:
         use_cuda = torch.cuda.is_available()
         if use_cuda:
             torch.cuda.set_device(world.local_rank)
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
+        dist.init_process_group(
+            "nccl" if use_cuda else "gloo",
+            store=_attempt_store(world),
+            rank=world.rank,
+            world_size=world.size,
+            timeout=COLLECTIVE_TIMEOUT,
+        )
         # A process group left to the interpreter's teardown can abort the process as it exits
         # (gloo's threads are destroyed while still joinable), failing a run that has finished.
         atexit.register(_leave_process_group)
@@ -89,6 +96,36 @@ def current_world() -> World:
     if os.environ.get("OMP_NUM_THREADS", "1") == "1":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.local_size))
     return world
+
+
+def restart_attempt() -> int:
+    """How many times torchrun (`--max-restarts`) has restarted this run's workers; 0 at first."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+
+
+def launch_id() -> str | None:
+    """The id torchrun gives this launch (`--rdzv-id`, or a fresh one with --standalone), kept over its restarts."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return None if run_id in (None, "", "none") else run_id
+
+
+def _attempt_store(world: World) -> dist.Store | None:
+    """The rendezvous store of this attempt of the launch, or None to let torch read the environment.
+
+    torchrun keeps one store (its agent's) over restarts, and the process group of a restarted
+    worker would read the addresses its dead predecessors left there: the new workers then time
+    out connecting to ports nobody listens on. Each attempt gets keys of its own.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world.size,
+        is_master=False,
+        timeout=COLLECTIVE_TIMEOUT,
+    )
+    return dist.PrefixStore(f"synaptorch/attempt-{restart_attempt()}", store)
 
 
 def _leave_process_group() -> None:
@@ -114,3 +151,68 @@ def check_global_batch(world: World, batch_size: int, grad_accum: int) -> int:
             f"{world.size} processes; choose --batch-size and --grad-accum whose product it divides"
         )
     return total // world.size
+
+
+def shard_model(model: nn.Module) -> nn.Module:
+    """Shard `model` in place among the processes with FSDP2's `fully_shard`.
+
+    Each block of a layer list (GPT's) is a unit of its own, gathered only while it computes;
+    the parameters left on the root (embeddings, BDH's shared Dx, Dy, E and readout) form the
+    root's unit, gathered for the whole forward pass.
+    """
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:  # torch < 2.6
+        raise ConfigError(f"--fsdp needs torch >= 2.6 (FSDP2); this is torch {torch.__version__}") from None
+    for layers in [m for m in model.modules() if isinstance(m, nn.ModuleList)]:
+        for block in layers:
+            fully_shard(block)
+    fully_shard(model)
+    return model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether `model` was sharded by `shard_model`: its every forward pass is then a collective."""
+    if not dist.is_initialized():
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_states(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+    """The whole weights and optimizer state of a sharded model, on the CPU of the main process
+    (empty elsewhere): every process must call it. The optimizer state has the layout of
+    `optimizer.state_dict()` of an unsharded model, parameters numbered in group order, so that
+    a checkpoint resumes the same with or without sharding."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=options)
+    by_name = get_optimizer_state_dict(model, optimizer, options=options)
+    if not by_name:
+        return weights, {}
+    index: dict[str, int] = {}
+    groups = [
+        {**group, "params": [index.setdefault(name, len(index)) for name in group["params"]]}
+        for group in by_name["param_groups"]
+    ]
+    return weights, {"state": {index[name]: s for name, s in by_name["state"].items()}, "param_groups": groups}
+
+
+def load_sharded_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load an optimizer state of `optimizer.state_dict()`'s layout (every process holds it whole)
+    into the optimizer of a sharded model, each process keeping its shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = {param: name for name, param in model.named_parameters()}
+    order = [names[param] for group in optimizer.param_groups for param in group["params"]]
+    by_name = {
+        "state": {order[i]: s for i, s in state["state"].items()},
+        "param_groups": [{**group, "params": [order[i] for i in group["params"]]} for group in state["param_groups"]],
+    }
+    set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))

@@ -44,7 +44,16 @@ from synaptorch.checkpoint import (
 )
 from synaptorch.data.corpus import Corpus, corpus_location, load_corpus
 from synaptorch.data.tokenizer import load_tokenizer
-from synaptorch.device import autocast_for, pick_device, precision_for
+from synaptorch.device import (
+    FP32,
+    PRECISIONS,
+    Precision,
+    autocast_for,
+    bf16_probe,
+    check_precision,
+    pick_device,
+    precision_for,
+)
 from synaptorch.errors import ConfigError, DataError
 from synaptorch.io import (
     FolderLock,
@@ -56,7 +65,20 @@ from synaptorch.io import (
 )
 from synaptorch.registry import model_class
 from synaptorch.train.config import RunConfig, RunRequest, TrainConfig, resumed_run_config, with_vocab
-from synaptorch.train.distributed import SINGLE, World, check_global_batch, current_world, device_for
+from synaptorch.train.distributed import (
+    SINGLE,
+    World,
+    check_global_batch,
+    current_world,
+    device_for,
+    full_states,
+    is_sharded,
+    launch_id,
+    load_sharded_optimizer,
+    restart_attempt,
+    shard_model,
+)
+from synaptorch.train.streams import CarriedState, RecurrentForward, StreamLayout, check_carry, stream_losses
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -71,12 +93,39 @@ class RunInterrupted(Exception):
         super().__init__(f"{signal.Signals(signum).name}: {done} {checkpoint}")
 
 
-def learning_rate(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over `warmup_steps`, then cosine decay from lr to min_lr at max_steps."""
+def learning_rate(step: int, cfg: TrainConfig, elapsed: float = 0.0) -> float:
+    """Linear warm-up over `warmup_steps`, then cosine or linear decay from lr to min_lr at max_steps,
+    or, with `time_schedule`, at `max_time` seconds: `elapsed` is the time the run has taken."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+    if cfg.time_schedule:
+        progress = min(1.0, elapsed / cfg.max_time)
+    else:
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    if cfg.schedule == "linear":
+        return cfg.lr + (cfg.min_lr - cfg.lr) * progress
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def unit_norms(t: Tensor) -> Tensor:
+    """The norm of each unit of a parameter: of each slice along its first dimension (a row of a
+    matrix, a head of BDH's encoders), or of the whole of a vector; shaped to broadcast against t."""
+    if t.dim() <= 1:
+        return t.norm()
+    return t.norm(dim=tuple(range(1, t.dim())), keepdim=True)
+
+
+@torch.no_grad()
+def adaptive_clip_(parameters, ratio: float, eps: float = 1e-3) -> None:
+    """Adaptive gradient clipping (Brock et al. 2021, NFNets): each unit's gradient G_i is scaled
+    down to ratio * max(||W_i||, eps) where ||G_i|| exceeds it. eps = 1e-3 is the paper's: it keeps
+    units initialised at zero from being frozen."""
+    for p in parameters:
+        if p.grad is None:
+            continue
+        most = unit_norms(p).clamp_min(eps) * ratio
+        norm = unit_norms(p.grad).clamp_min(1e-6)
+        p.grad.mul_(torch.where(norm > most, most / norm, torch.ones_like(norm)))
 
 
 def equal_chunks(items: list[int], most: int) -> list[list[int]]:
@@ -149,18 +198,27 @@ def eval_batches(
     device: torch.device,
     max_tokens: int = 0,
     world: World = SINGLE,
+    precision: Precision | None = None,
 ) -> Iterator[tuple[list[int], Tensor, Tensor]]:
     """(window starts, logits (B, T, V) in float32, targets (B, T)) for batches of the
-    `eval_window_starts` windows of `tokens` (this process's share of them), without gradients
-    and with the model in eval mode."""
+    `eval_window_starts` windows of `tokens` (this process's share of them), without gradients,
+    with the model in eval mode and its forward pass in `precision` (by default the device's)."""
     was_training = model.training
     model.eval()
+    # A sharded model's forward pass is a collective: every process makes as many as the one
+    # with the most windows, the extra ones on a window of its own whose results are dropped.
+    windows = len(eval_window_starts(len(tokens), block_size, max_tokens))
+    lockstep = math.ceil(math.ceil(windows / world.size) / batch_size) if is_sharded(model) else 0
     try:
         for batch_starts, batch in eval_windows(tokens, block_size, batch_size, max_tokens, world):
             batch = batch.to(device)
-            with torch.no_grad(), autocast_for(device):
+            with torch.no_grad(), autocast_for(device, precision):
                 logits = model(batch[:, :-1])
+            lockstep -= 1
             yield batch_starts, logits.float(), batch[:, 1:]
+        for _ in range(lockstep):
+            with torch.no_grad(), autocast_for(device, precision):
+                model(torch.from_numpy(tokens[None, :block_size].astype(np.int64)).to(device))
     finally:
         model.train(was_training)
 
@@ -173,11 +231,13 @@ def evaluate_loss(
     device: torch.device,
     max_tokens: int = 0,
     world: World = SINGLE,
+    precision: Precision | None = None,
 ) -> tuple[float, int]:
     """Mean next-token loss (nats) over the `eval_window_starts` windows of `tokens`, and the tokens
     scored; the processes of `world` score their shares and add them up."""
     total, count = 0.0, 0
-    for _, logits, targets in eval_batches(model, tokens, block_size, batch_size, device, max_tokens, world):
+    batches = eval_batches(model, tokens, block_size, batch_size, device, max_tokens, world, precision)
+    for _, logits, targets in batches:
         total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
         count += targets.numel()
     total, count = world.sum([total, count], device)
@@ -275,6 +335,7 @@ class Trainer:
             )
         cfg = run.train
         self.device = pick_device(device_for(self.world, cfg.device))
+        check_precision(self.device, cfg.precision)  # refused before anything is written
         self.local_batch = check_global_batch(self.world, cfg.batch_size, cfg.grad_accum)
         # A resumed run reads the copy of its tokenizer saved with the checkpoint.
         if resume_from is None:
@@ -314,18 +375,49 @@ class Trainer:
                 self._start_from(Path(cfg.init_from), cfg.tokenizer)
         self.run = RunConfig(run.architecture, self.model.config, cfg)
         self.cfg = cfg
-        self.precision = precision_for(self.device)
+        # Timed on a micro-batch of random tokens, not the sampler's windows, whose draws stay the run's.
+        micro_batch = (min(self.local_batch, cfg.batch_size), cfg.block_size)
+        probe_batch = torch.randint(self.model.config.vocab_size, micro_batch, generator=torch.Generator())
+        self.precision = self._resumed_precision(resume_from) or precision_for(
+            self.device, cfg.precision, bf16_probe(self.model, probe_batch.to(self.device))
+        )
+        if self.world.any(self.precision == FP32, self.device):  # all processes in one precision, the safe one
+            self.precision = FP32
+        self.model.recompute = cfg.recompute
+        if cfg.detach_kv or cfg.carry_state:
+            check_carry(self.model, "--detach-kv" if cfg.detach_kv else "--carry-state")
+            self.model.detach_kv = cfg.detach_kv
+        self.sharded = cfg.fsdp and self.world.distributed
+        if self.sharded and cfg.carry_state:
+            raise ConfigError("--carry-state does not combine with --fsdp: shard without carried states, or carry them")
+        if self.sharded:
+            if self.precision.scale_loss:
+                raise ConfigError("--fsdp trains in bf16 or fp32; fp16 with loss scaling is for one device")
+            shard_model(self.model)  # before the optimizer, which then holds the shards
         self.optimizer = make_optimizer(self.model, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scale_loss)
         self.sampler = BatchSampler(self.corpus.split("train"), cfg.block_size, cfg.batch_size, cfg.seed)
+        self.elapsed = 0.0  # seconds of this `fit`, which a time schedule follows
+        self.last_lr = cfg.lr
+        self.streams: StreamLayout | None = None
+        if cfg.carry_state:
+            rows = cfg.batch_size * cfg.grad_accum
+            self.streams = StreamLayout.of(len(self.corpus.split("train")), cfg.block_size, rows, cfg.carry_reset)
+            self.carried = CarriedState(self.model, rows, self.device)
+            self.own_rows = list(self.world.part(range(rows)))
         self.step = 0
         self.tokens_seen = 0
         self.train_seconds = 0.0  # time spent in training steps, evaluations and saving excluded
         self.last_checkpoint: Path | None = resume_from
         if resume_from is not None:
             state = load_trainer_state(resume_from)
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.sharded:
+                load_sharded_optimizer(self.model, self.optimizer, state["optimizer"])
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
             self.sampler.load_state_dict(state["sampler"])
+            if self.streams is not None:
+                self.carried.load_state_dict(state["carried"])
             if "scaler" in state and self.scaler.is_enabled():
                 self.scaler.load_state_dict(state["scaler"])
             _set_rng_state(state["rng"])
@@ -333,14 +425,23 @@ class Trainer:
             self.train_seconds = state.get("train_seconds", 0.0)
         if self.world.is_main:
             self._forget_metrics_after(self.step)  # a new run drops the records of an attempt that saved nothing
-        self.model.recompute = cfg.recompute
         self.ddp = self.model
-        if self.world.distributed:
+        if self.world.distributed and not self.sharded:
             from torch.nn.parallel import DistributedDataParallel
 
             devices = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=devices)
         self.forward = torch.compile(self.ddp) if cfg.compile else self.ddp
+        if self.streams is not None:
+            # DDP exchanges the gradients of computations made through its module's call.
+            recurrent = RecurrentForward(self.model)
+            if self.world.distributed:
+                from torch.nn.parallel import DistributedDataParallel
+
+                devices = [self.device.index] if self.device.type == "cuda" else None
+                recurrent = DistributedDataParallel(recurrent, device_ids=devices)
+            self.ddp = recurrent
+            self.forward = torch.compile(recurrent) if cfg.compile else recurrent
         self._stop_signal: int | None = None
 
     @classmethod
@@ -373,6 +474,27 @@ class Trainer:
             if "train" not in meta:
                 raise ConfigError(f"{existing[-1]} holds no training state; it cannot be resumed")
             return resumed_run_config(meta, request or RunRequest()), out, existing[-1], lock
+
+    def _resumed_precision(self, checkpoint: Path | None) -> Precision | None:
+        """The precision `auto` chose for the run before it stopped, where this device runs it too:
+        a timed choice made again could fall the other way and break the exactness of a resume."""
+        saved = read_meta(checkpoint).get("precision") if checkpoint is not None else None
+        if self.cfg.precision != "auto" or saved is None:
+            return None
+        try:
+            return PRECISIONS[check_precision(self.device, saved)]
+        except ConfigError:  # another device, which decides for itself
+            return None
+
+    @staticmethod
+    def restarted(out: str | Path) -> bool:
+        """Whether these are workers torchrun restarted (`--max-restarts`) after the launch's earlier
+        workers wrote checkpoints into `out`: the run then continues the latest one."""
+        out = Path(out)
+        if restart_attempt() == 0 or launch_id() is None or not out.is_dir():
+            return False
+        existing = step_checkpoints(out)
+        return bool(existing) and read_meta(existing[-1]).get("launch") == launch_id()
 
     def _start_from(self, folder: Path, tokenizer: str) -> None:
         """The weights of a fine-tuning run's starting checkpoint, whose tokenizer it must share."""
@@ -414,25 +536,41 @@ class Trainer:
         mean whatever the number of processes; gradients are exchanged once, on the last micro-batch.
         """
         cfg = self.cfg
-        lr = learning_rate(self.step, cfg)
+        lr = learning_rate(self.step, cfg, self.elapsed)
+        self.last_lr = lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        starts = [start for _ in range(cfg.grad_accum) for start in self.sampler.next_starts()]
-        chunks = equal_chunks(self.world.part(starts), cfg.batch_size)
+        if self.streams is None:
+            starts = [start for _ in range(cfg.grad_accum) for start in self.sampler.next_starts()]
+            chunks = equal_chunks(self.world.part(starts), cfg.batch_size)
+        else:  # each row of the global batch at its place in its own stream
+            stream_starts = self.streams.starts(self.step)
+            row_chunks = equal_chunks(self.own_rows, cfg.batch_size)
+            chunks = [[stream_starts[r] for r in rows] for rows in row_chunks]
         total = 0.0
         for i, chunk in enumerate(chunks):
             x, y = self.sampler.windows(chunk)
             x, y = x.to(self.device), y.to(self.device)
             accumulate = self.world.distributed and i < len(chunks) - 1
-            with self.ddp.no_sync() if accumulate else nullcontext():
-                with autocast_for(self.device):
-                    logits = self.forward(x)
+            if self.sharded:
+                self.model.set_requires_gradient_sync(not accumulate)
+            with self.ddp.no_sync() if accumulate and not self.sharded else nullcontext():
+                with autocast_for(self.device, self.precision):
+                    if self.streams is None:
+                        logits = self.forward(x)
+                    else:
+                        rows = row_chunks[i]
+                        logits, state = self.forward(x, self.carried.read(rows, self.streams.position(self.step)))
+                        self.carried.write(rows, state)
                 loss = self.loss(logits.float(), y, chunk)
                 self.scaler.scale(loss / len(chunks)).backward()
             total += loss.item() / len(chunks)
-        if cfg.grad_clip > 0:
+        if cfg.grad_clip > 0 or cfg.agc > 0:
             self.scaler.unscale_(self.optimizer)
+        if cfg.agc > 0:
+            adaptive_clip_(self.model.parameters(), cfg.agc)
+        if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -451,7 +589,15 @@ class Trainer:
         """Validation loss and bpb; the eval line prints any further `val_` figures a subclass adds."""
         tokens = self.cfg.eval_tokens if max_tokens is None else max_tokens
         val, cfg = self.corpus.split("val"), self.cfg
-        loss, _ = evaluate_loss(self.model, val, cfg.block_size, cfg.batch_size, self.device, tokens, self.world)
+        batch, world, precision = cfg.batch_size, self.world, self.precision
+        if self.streams is None:
+            loss, _ = evaluate_loss(self.model, val, cfg.block_size, batch, self.device, tokens, world, precision)
+        else:  # the split read as streams in the run's windows, the state carried as in training
+            doc_len = cfg.carry_reset or min(len(val) - 1, tokens or len(val) - 1)
+            per_position, _ = stream_losses(
+                self.model, val, doc_len, cfg.block_size, batch, self.device, tokens, world, precision
+            )
+            loss = float(per_position.mean())
         return {"val_loss": loss, "val_bpb": bits_per_byte(loss, self.corpus)}
 
     def log(self, record: dict) -> None:
@@ -488,15 +634,20 @@ class Trainer:
         """Write the checkpoint of this step; with several processes the main one writes it and the
         others wait, so that none reads or deletes a checkpoint being written."""
         folder = self.out / f"step-{self.step:07d}"
+        # Collectives, made by every process: what the main one writes is gathered from all.
+        weights, optimizer = full_states(self.model, self.optimizer) if self.sharded else (None, None)
+        carried = self.carried.state_dict(self.world, self.own_rows) if self.streams is not None else None
         if self.world.is_main:
-            self._write_checkpoint(folder)
+            self._write_checkpoint(folder, weights, optimizer, carried)
         self.world.barrier()
         self.last_checkpoint = folder
         return folder
 
-    def _write_checkpoint(self, folder: Path) -> None:
+    def _write_checkpoint(
+        self, folder: Path, weights: dict[str, Tensor] | None, optimizer: dict | None, carried: dict | None
+    ) -> None:
         state = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict() if optimizer is None else optimizer,
             "sampler": self.sampler.state_dict(),
             "rng": _rng_state(),
             "step": self.step,
@@ -505,15 +656,20 @@ class Trainer:
         }
         if self.scaler.is_enabled():
             state["scaler"] = self.scaler.state_dict()
+        if carried is not None:
+            state["carried"] = carried | {"stream_starts": self.streams.starts(self.step)}
         save_model(
             self.model,
             folder,
             tokenizer=self.tokenizer,
             trainer_state=state,
+            weights=weights,
             train=self.cfg.to_dict(),
             step=self.step,
             tokens_seen=self.tokens_seen,
             corpus={"name": self.corpus.name, "sha256": self.corpus.sha256},
+            precision=self.precision.name,
+            **({"launch": launch_id()} if launch_id() else {}),
             **self.checkpoint_meta(),
         )
         for old in step_checkpoints(self.out)[: -self.cfg.keep_last]:
@@ -575,6 +731,8 @@ class Trainer:
                 while not self.finished:
                     saved = False
                     step_start = time.perf_counter()
+                    if cfg.time_schedule:  # one learning rate for all processes, whose clocks differ
+                        self.elapsed = self.world.sum([step_start - start], self.device)[0] / self.world.size
                     loss = self.train_step()
                     self.train_seconds += time.perf_counter() - step_start
                     if not math.isfinite(loss):
@@ -588,7 +746,7 @@ class Trainer:
                             {
                                 "step": self.step,
                                 "train_loss": loss,
-                                "lr": learning_rate(self.step - 1, cfg),
+                                "lr": self.last_lr,
                                 "tokens": self.tokens_seen,
                                 "train_s": round(self.train_seconds, 3),
                                 "tokens_per_s": round(tokens_per_s, 1),
@@ -612,7 +770,7 @@ class Trainer:
 
     def _evaluate_and_save(self, bar: tqdm, loss: float, tokens_per_s: float) -> dict:
         record = {"step": self.step, "tokens": self.tokens_seen, "train_s": round(self.train_seconds, 3)}
-        record.update(self.evaluate())
+        record.update(self.evaluate(), precision=self.precision.name)
         self.log(record)
         if self.progress:
             extra = "".join(
