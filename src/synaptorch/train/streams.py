@@ -120,11 +120,12 @@ class CarriedState:
 
 
 def document_starts(n_tokens: int, doc_len: int, max_tokens: int = 0) -> np.ndarray:
-    """Starts of the non-overlapping documents of doc_len + 1 tokens that stream scoring reads;
-    with max_tokens, evenly spaced documents of about that many tokens in all."""
+    """Starts of the non-overlapping documents of doc_len + 1 tokens (the last a target only) that
+    scoring reads; with max_tokens, evenly spaced documents of about that many tokens in all,
+    always the same ones."""
     n_docs = (n_tokens - 1) // doc_len
     if n_docs < 1:
-        raise DataError(f"need more than {doc_len} tokens to score streams of {doc_len}, have {n_tokens}")
+        raise DataError(f"need more than {doc_len} tokens to evaluate pieces of {doc_len}, have {n_tokens}")
     starts = np.arange(n_docs) * doc_len
     if max_tokens and n_docs * doc_len > max_tokens:
         keep = max(1, max_tokens // doc_len)

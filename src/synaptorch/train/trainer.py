@@ -78,7 +78,14 @@ from synaptorch.train.distributed import (
     restart_attempt,
     shard_model,
 )
-from synaptorch.train.streams import CarriedState, RecurrentForward, StreamLayout, check_carry, stream_losses
+from synaptorch.train.streams import (
+    CarriedState,
+    RecurrentForward,
+    StreamLayout,
+    check_carry,
+    document_starts,
+    stream_losses,
+)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -165,16 +172,10 @@ class BatchSampler:
 def eval_window_starts(n_tokens: int, block_size: int, max_tokens: int = 0) -> np.ndarray:
     """Starts of the non-overlapping windows of block_size + 1 tokens that evaluations score.
 
-    With `max_tokens`, evenly spaced windows are taken, always the same ones.
+    With `max_tokens`, evenly spaced windows are taken, always the same ones: the documents of
+    `document_starts` one window long.
     """
-    n_windows = (n_tokens - 1) // block_size
-    if n_windows < 1:
-        raise DataError(f"need more than {block_size} tokens to evaluate, have {n_tokens}")
-    starts = np.arange(n_windows) * block_size
-    if max_tokens and n_windows * block_size > max_tokens:
-        keep = max(1, max_tokens // block_size)
-        starts = starts[np.linspace(0, n_windows - 1, keep).round().astype(np.int64)]
-    return starts
+    return document_starts(n_tokens, block_size, max_tokens)
 
 
 def eval_windows(
