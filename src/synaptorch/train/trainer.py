@@ -389,9 +389,9 @@ class Trainer:
             check_carry(self.model, "--detach-kv" if cfg.detach_kv else "--carry-state")
             self.model.detach_kv = cfg.detach_kv
         self.sharded = cfg.fsdp and self.world.distributed
-        if self.sharded and cfg.carry_state:
-            raise ConfigError("--carry-state does not combine with --fsdp: shard without carried states, or carry them")
         if self.sharded:
+            if cfg.carry_state:
+                raise ConfigError("--carry-state does not combine with --fsdp: shard, or carry the states")
             if self.precision.scale_loss:
                 raise ConfigError("--fsdp trains in bf16 or fp32; fp16 with loss scaling is for one device")
             shard_model(self.model)  # before the optimizer, which then holds the shards
@@ -426,23 +426,15 @@ class Trainer:
             self.train_seconds = state.get("train_seconds", 0.0)
         if self.world.is_main:
             self._forget_metrics_after(self.step)  # a new run drops the records of an attempt that saved nothing
-        self.ddp = self.model
+        # DDP exchanges the gradients of computations made through its module's call: with carried
+        # states that call is the recurrent form.
+        self.ddp = RecurrentForward(self.model) if self.streams is not None else self.model
         if self.world.distributed and not self.sharded:
             from torch.nn.parallel import DistributedDataParallel
 
             devices = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=devices)
+            self.ddp = DistributedDataParallel(self.ddp, device_ids=devices)
         self.forward = torch.compile(self.ddp) if cfg.compile else self.ddp
-        if self.streams is not None:
-            # DDP exchanges the gradients of computations made through its module's call.
-            recurrent = RecurrentForward(self.model)
-            if self.world.distributed:
-                from torch.nn.parallel import DistributedDataParallel
-
-                devices = [self.device.index] if self.device.type == "cuda" else None
-                recurrent = DistributedDataParallel(recurrent, device_ids=devices)
-            self.ddp = recurrent
-            self.forward = torch.compile(recurrent) if cfg.compile else recurrent
         self._stop_signal: int | None = None
 
     @classmethod
