@@ -27,6 +27,8 @@ TINY = (
 
 def _torchrun(processes: int, *args, timeout: int = 240, **popen) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    # A worker that aborts prints the Python stacks of its threads into the failure's stderr.
+    popen["env"] = {**popen.get("env", os.environ), "PYTHONFAULTHANDLER": "1"}
     return subprocess.run(
         [*command, "-m", "synaptorch", *map(str, args)], capture_output=True, text=True, timeout=timeout, **popen
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import NoReturn
 
 import click
 
@@ -45,11 +46,16 @@ class LazyGroup(click.Group):
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as exc:
             click.echo(f"error: {exc.format_message()} (see --help)", err=True)
-            sys.exit(2)
+            code = 2
         except click.Abort:
             click.echo("aborted", err=True)
-            sys.exit(1)
-        sys.exit(code if isinstance(code, int) else 0)
+            code = 1
+        except SystemExit as exc:  # a user error, its line already on stderr
+            code = exc.code
+        if isinstance(code, str):
+            click.echo(code, err=True)
+            code = 1
+        _exit(code or 0)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -63,6 +69,14 @@ class LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, help) for name, (_, help) in COMMANDS.items()])
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit with `code`; a process of a torchrun launch leaves its process group first."""
+    distributed = sys.modules.get("synaptorch.train.distributed")  # imported only by the verbs that use it
+    if distributed is not None:
+        distributed.exit_worker(code)
+    sys.exit(code)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

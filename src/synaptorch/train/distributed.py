@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -131,6 +132,24 @@ def _attempt_store(world: World) -> dist.Store | None:
 def _leave_process_group() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_worker(code: int) -> None:
+    """End this process of a distributed run with `code`, without the interpreter's teardown;
+    returns at once when no process group was joined.
+
+    A sharded model's DTensors leave their device mesh, and with it the gloo group and its worker
+    threads, alive in torch's caches after destroy_process_group. Should such a thread free a
+    tensor once the interpreter has begun to finalize, taking the GIL ends it in the middle of
+    C++ code and the process aborts (SIGABRT) after a run that succeeded. Every file of a run is
+    already fsynced, so the process flushes its streams, leaves the group and exits directly.
+    """
+    if not dist.is_initialized():
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    dist.destroy_process_group()
+    os._exit(code)
 
 
 def device_for(world: World, spec: str) -> str:
