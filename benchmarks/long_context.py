@@ -4,14 +4,17 @@ state carried across batches, and GPT.
     python benchmarks/long_context.py                          # 300 s per model and corpus
     python benchmarks/long_context.py --quick                  # 20 s each, contexts of 1,024
     python benchmarks/long_context.py --plot docs/long_context.png --samples samples.md
+    python benchmarks/long_context.py --bdh-set 'state_decay=[0.96875, 0.984375, 0.9921875, 0.99609375]'
 
 For each corpus (tiny Shakespeare and pydoc) three cpu-tiny models train for the same wall-clock
 budget, their schedules following the clock: `bdh_window`, BDH on random 128-token windows (the
 default training); `bdh_carried`, the same model with --carry-state (each batch row reads its
 own stream, the synapse state carried from step to step and restarted every --context tokens);
-`gpt`, GPT cpu-tiny on 128-token windows. Then the validation split is cut into documents of
---context tokens, each read from its start. BDH reads a document as one stream, in windows of
-128 tokens with the state carried (`synaptorch.train.streams.stream_losses`). GPT slides its own
+`gpt`, GPT cpu-tiny on 128-token windows. `--bdh-set` changes the model of both BDH runs,
+`--carried-set` the training of `bdh_carried` (`carry_shuffle=true`, `carry_reset=1024`). Then
+the validation split is cut into documents of --context tokens, each read from its start. BDH
+reads a document as one stream, in windows of 128 tokens with the state carried
+(`synaptorch.train.streams.stream_losses`). GPT slides its own
 window of 128 over it in strides of 64, so every position is scored with at least 64 tokens
 before it (all of them below 128). The JSON line holds the mean loss (nats per token, bytes
 here) in the position buckets 0-128, 128-512, 512-2k and 2k-8k, averaged over the corpora in
@@ -37,7 +40,7 @@ from synaptorch.data.tokenizer import load_tokenizer
 from synaptorch.models.sampling import filter_logits
 from synaptorch.train.streams import bucket_means, document_starts, stream_losses
 
-from common import SHAKESPEARE, emit, save_figure, train_for_budget
+from common import SHAKESPEARE, emit, parse_settings, save_figure, train_for_budget
 
 EDGES = (0, 128, 512, 2048, 8192)
 WINDOW = 128
@@ -107,6 +110,12 @@ def main() -> None:
     parser.add_argument("--corpora", default=f"shakespeare={SHAKESPEARE},pydoc=pydoc")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--bdh-set", action="append", default=[], metavar="NAME=VALUE", help="A model setting of both BDH models."
+    )
+    parser.add_argument(
+        "--carried-set", action="append", default=[], metavar="NAME=VALUE", help="A training setting of bdh_carried."
+    )
     parser.add_argument("--quick", action="store_true", help="20 s per model, contexts of 1,024, 2 documents.")
     parser.add_argument("--plot", help="Write a PNG of loss against position.")
     parser.add_argument("--samples", help="Write a 2,000-byte sample of each model (first corpus) to this file.")
@@ -116,6 +125,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     corpora = dict(item.split("=", 1) for item in args.corpora.split(","))
     names = args.models.split(",")
+    bdh_settings, _ = parse_settings(args.bdh_set)
+    _, carried_settings = parse_settings(args.carried_set)
 
     by_corpus: dict[str, dict[str, dict[str, float]]] = {}
     training: dict[str, dict[str, dict]] = {}
@@ -129,10 +140,11 @@ def main() -> None:
             for name in names:
                 architecture, overrides = MODELS[name]
                 if overrides.get("carry_state"):
-                    overrides = {**overrides, "carry_reset": args.context}
+                    overrides = {**overrides, "carry_reset": args.context, **carried_settings}
                 out = Path(tmp) / f"{corpus_name}-{name}"
+                model_settings = bdh_settings if architecture == "bdh" else {}
                 trainer = train_for_budget(
-                    out, args.budget, "cpu-tiny", architecture, data=data, eval_interval=10**9, **overrides
+                    out, args.budget, "cpu-tiny", architecture, data, model_settings, eval_interval=10**9, **overrides
                 )
                 model = trainer.model.eval()
                 if architecture == "bdh":
@@ -160,6 +172,8 @@ def main() -> None:
     }
     record = {
         "budget_s": args.budget,
+        "bdh_settings": args.bdh_set,
+        "carried_settings": args.carried_set,
         "context": args.context,
         "max_docs": args.max_docs,
         "models": models,

@@ -646,3 +646,18 @@ def test_module_entry_point_reports_one_line_and_exit_code_2(tmp_path):
     assert lines[0].startswith(f"error: corpus not found: {tmp_path / 'nope.txt'}")
     assert proc.stdout == ""
     assert not (tmp_path / "out").exists()
+
+
+def test_a_fading_state_trains_from_the_command_line_and_is_saved_with_the_model(cli, tiny_args, tmp_path):
+    result = cli("train", "--out", tmp_path / "run", *tiny_args, "--max-steps", 2, "--state-decay", "0.9,0.99")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "run" / "step-0000002" / "config.json").read_text())
+    assert saved["model"]["state_decay"] == [0.9, 0.99]
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"), [("0.9,x", "comma-separated"), ("0.9", "2 factors"), ("0.9,2", "(0, 1]")]
+)
+def test_a_state_decay_that_cannot_be_is_a_one_line_error(cli, tiny_args, tmp_path, assert_user_error, value, fragment):
+    assert_user_error(cli("train", "--out", tmp_path / "run", *tiny_args, "--state-decay", value), fragment)
+    assert not (tmp_path / "run").exists()

@@ -107,6 +107,73 @@ def test_synapse_state_is_the_sum_of_outer_products():
     torch.testing.assert_close(state.rho[0], expected.detach(), rtol=1e-5, atol=1e-5)
 
 
+@settings(max_examples=15, deadline=None)
+@given(
+    decays=st.lists(st.floats(0.3, 1.0), min_size=2, max_size=2),
+    cuts=st.lists(st.integers(1, 39), max_size=4, unique=True),
+    attention_chunk=st.integers(1, 41),
+    seed=st.integers(0, 2**16),
+)
+def test_a_fading_state_keeps_parallel_recurrent_and_generation_equal(decays, cuts, attention_chunk, seed):
+    length = 40
+    model = tiny_model(seed, state_decay=tuple(decays)).double()
+    model.chunk_size = attention_chunk
+    idx = torch.randint(0, 256, (2, length), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        parallel = model(idx)
+        model.attention = "naive"
+        torch.testing.assert_close(model(idx), parallel, rtol=1e-10, atol=1e-10)
+        model.attention = "chunked"
+        chunks, state = [], None
+        for start, end in itertools.pairwise([0, *sorted(cuts), length]):
+            logits, state = model.forward_recurrent(idx[:, start:end], state)
+            chunks.append(logits)
+        steps, fast = [], model.initial_state(2)
+        for t in range(length):
+            logits, fast = model.step(idx[:, t], fast)
+            steps.append(logits)
+    torch.testing.assert_close(torch.cat(chunks, 1), parallel, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(torch.stack(steps, 1), parallel, rtol=1e-10, atol=1e-10)
+    for got, want in zip(fast.rho, state.rho, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_a_fading_synapse_state_is_the_decayed_sum_of_outer_products():
+    """rho after T tokens is sum_t gamma^(T-1-t) q_t^T x_t for each head's own gamma."""
+    model = tiny_model(n_layer=1, state_decay=(0.5, 0.9))
+    idx = torch.randint(0, 256, (1, 9))
+    _, state = model.forward_recurrent(idx)
+    x = F.layer_norm(model.embed(idx), (16,)).unsqueeze(1)
+    q = rope(F.relu(x @ model.encoder_x), rope_phasors(32, model.config.rope_theta, 0, 9, "cpu"))  # (1, nh, T, N)
+    age = torch.arange(8, -1, -1.0)
+    weights = torch.stack([0.5**age, 0.9**age])  # (nh, T)
+    expected = torch.einsum("ht,bhtn,btd->bhnd", weights, q, x[:, 0])
+    torch.testing.assert_close(state.rho[0], expected.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_fading_model_trains_with_the_naive_form_gradients():
+    model = tiny_model(n_layer=3, state_decay=(0.8, 0.97)).train()
+    idx = torch.randint(0, 256, (2, 70), generator=torch.Generator().manual_seed(1))
+    model.attention = "naive"
+    expected = logits_and_grads(model, idx)
+    model.attention, model.chunk_size = "chunked", 16
+    for got, want in zip(logits_and_grads(model, idx), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("decay", "stored"), [((0.9, 1.0), (0.9, 1.0)), ([1.0, 1.0], None), ((1, 0.5), (1.0, 0.5))])
+def test_state_decay_is_one_factor_per_head_and_no_fading_is_none(decay, stored):
+    config = BDHConfig(n_head=2, n_neuron=32, state_decay=decay)
+    assert config.state_decay == stored
+    assert BDHConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("decay", [(0.9,), (0.9, 0.0), (0.9, 1.5), (0.9, -0.1)])
+def test_state_decay_outside_zero_one_or_of_another_length_is_refused(decay):
+    with pytest.raises(ConfigError, match="state_decay"):
+        BDHConfig(n_head=2, n_neuron=32, state_decay=decay)
+
+
 def test_rope_rotates_pairs_by_position_angle():
     n, theta = 8, 2.0**16
     v = torch.arange(1.0, n + 1).view(1, n)

@@ -8,6 +8,7 @@ from synaptorch.models.linear_attention import (
     MIN_CHUNK,
     auto_chunk_size,
     causal_linear_attention,
+    causal_linear_attention_detached_reference,
     causal_linear_attention_reference,
 )
 
@@ -45,6 +46,63 @@ def test_chunked_equals_parallel_form_forward_and_gradients(
     for got, expected in zip(fast, reference, strict=True):
         scale = expected.abs().max().clamp_min(1.0)
         torch.testing.assert_close(got / scale, expected / scale, rtol=0, atol=1e-5)
+
+
+def fading_recurrence(q, x, decay):
+    """a_t = q_t rho_t with rho_{t+1} = gamma rho_t + q_t^T x_t, token by token."""
+    rho = torch.zeros(*q.shape[:-2], q.shape[-1], x.shape[-1], dtype=q.dtype)
+    values = x.expand(*q.shape[:-1], x.shape[-1])
+    reads = []
+    for t in range(q.shape[-2]):
+        reads.append(q[..., t : t + 1, :] @ rho)
+        rho = decay[..., None, None] * rho + q[..., t, :, None] * values[..., t, None, :]
+    return torch.cat(reads, -2)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    heads=st.integers(1, 3),
+    length=st.integers(1, 50),
+    chunk=st.integers(1, 60),
+    detach_kv=st.booleans(),
+    decays=st.lists(st.floats(0.5, 1.0), min_size=3, max_size=3),
+    seed=st.integers(0, 2**16),
+)
+def test_a_fading_state_in_chunks_equals_the_token_recurrence(heads, length, chunk, detach_kv, decays, seed):
+    """With decay the chunked form, forward and gradients, equals the recurrence and the masked parallel form."""
+    q, x = inputs(2, heads, length, 6, 4, seed, dtype=torch.float64)
+    decay = torch.tensor(decays[:heads], dtype=torch.float64).view(1, heads)  # per head, broadcast over the batch
+    weights = torch.randn(2, heads, length, 4, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    fast = causal_linear_attention(q, x, chunk, detach_kv, decay)
+    reference = causal_linear_attention_detached_reference if detach_kv else causal_linear_attention_reference
+    expected = reference(q, x, decay)
+    torch.testing.assert_close(fast, fading_recurrence(q, x, decay), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fast, expected, rtol=1e-10, atol=1e-10)
+    wanted = [q] if detach_kv else [q, x]
+    got = torch.autograd.grad((fast * weights).sum(), wanted)
+    for g, e in zip(got, torch.autograd.grad((expected * weights).sum(), wanted), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+def test_a_fading_state_forgets_what_no_decay_keeps():
+    generator = torch.Generator().manual_seed(0)
+    q = torch.rand(1, 1, 300, 4, generator=generator, dtype=torch.float64) + 0.1
+    x = torch.randn(1, 1, 300, 2, generator=generator, dtype=torch.float64)
+    loud_first = q.clone()
+    loud_first[..., 0, :] *= 1e6
+    half = torch.tensor([0.5], dtype=torch.float64)
+    # At a lag of 298 the weight gamma^297 is 1e-90: the last token reads nothing of the first.
+    last = [causal_linear_attention(v, x, 64, decay=half)[..., -1, :] for v in (q, loud_first)]
+    torch.testing.assert_close(last[0], last[1], rtol=1e-9, atol=0)
+    kept = [causal_linear_attention(v, x, 64)[..., -1, :] for v in (q, loud_first)]
+    assert (kept[1] - kept[0]).abs().max() > 1e3
+
+
+@pytest.mark.parametrize(("length", "chunk"), [(37, 8), (16, 16), (9, 1), (5, 20)])
+def test_a_fading_state_passes_gradcheck(length, chunk):
+    q, x = inputs(2, 2, length, 6, 4, seed=length, dtype=torch.float64)
+    decay = torch.tensor([[0.7], [0.95]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda q, x: causal_linear_attention(q, x, chunk, decay=decay), (q, x))
 
 
 @pytest.mark.parametrize(("length", "chunk"), [(37, 8), (16, 16), (9, 1), (5, 20)])

@@ -150,6 +150,7 @@ def test_bad_weights_are_refused(weights, message):
         ({"n_layer": 3}, "number of layers"),
         ({"n_head": 2}, "number of heads"),
         ({"rope_theta": 1000.0}, "RoPE base"),
+        ({"state_decay": (0.9, 0.99, 1.0)}, "fading of the synapse state"),
     ],
 )
 def test_models_that_cannot_share_neurons_are_refused(change, label):

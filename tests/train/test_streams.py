@@ -148,8 +148,9 @@ def test_gradient_accumulation_gives_each_row_its_own_stream(corpus, tmp_path, t
         assert one.train_step() == pytest.approx(two.train_step(), rel=1e-5)
 
 
-def test_resume_with_carried_state_is_exact(corpus, tmp_path, tiny_run, train_losses):
-    run = carried_run(tiny_run, corpus, max_steps=6, eval_interval=3)
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_resume_with_carried_state_is_exact(corpus, tmp_path, tiny_run, train_losses, shuffle):
+    run = carried_run(tiny_run, corpus, max_steps=6, eval_interval=3, carry_shuffle=shuffle)
     Trainer(run, tmp_path / "straight", progress=False).fit()
     first = Trainer(run, tmp_path / "resumed", progress=False)
     for _ in range(3):  # to the middle of a document of four windows
@@ -278,3 +279,38 @@ def test_detach_kv_trains_a_bdh_run(corpus, tmp_path, tiny_run):
     later = [detached.train_step() for _ in range(5)]
     assert all(math.isfinite(x) for x in later) and later[-1] < first[0]
     assert [detached.train_step()] != [plain.train_step()]  # another gradient
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.integers(1, 5),
+    windows_per_doc=st.integers(1, 4),
+    n_docs_extra=st.integers(0, 20),
+    seed=st.integers(0, 2**16),
+)
+def test_shuffled_documents_are_each_read_whole_and_all_of_them_once_per_row(rows, windows_per_doc, n_docs_extra, seed):
+    block = 8
+    n_docs = rows + n_docs_extra
+    n_tokens = n_docs * windows_per_doc * block + 1
+    layout = StreamLayout.of(n_tokens, block, rows, windows_per_doc * block, shuffle_seed=seed)
+    assert layout == StreamLayout.of(n_tokens, block, rows, windows_per_doc * block, shuffle_seed=seed)
+    doc_tokens = windows_per_doc * block
+    visited = [[] for _ in range(rows)]
+    for step in range(n_docs * windows_per_doc):
+        starts = layout.starts(step)
+        for row, start in enumerate(starts):
+            doc, offset = divmod(start, doc_tokens)
+            assert offset == layout.position(step)  # a document is read from its start, window after window
+            if offset == 0:
+                visited[row].append(doc)
+    assert all(sorted(docs) == list(range(n_docs)) for docs in visited)
+
+
+def test_shuffling_changes_the_order_of_the_documents_and_nothing_else():
+    plain = StreamLayout.of(64 * 50 + 1, 8, 4, 64)
+    shuffled = StreamLayout.of(64 * 50 + 1, 8, 4, 64, shuffle_seed=0)
+    first_docs = [s // 64 for s in plain.starts(0)]
+    assert first_docs == [0, 12, 25, 37]
+    assert [s // 64 for s in shuffled.starts(0)] != first_docs
+    assert sorted(shuffled.document_order.tolist()) == list(range(50))
+    assert [plain.position(k) for k in range(9)] == [shuffled.position(k) for k in range(9)]

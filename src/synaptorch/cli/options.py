@@ -74,7 +74,21 @@ def apply(command: Callable, options: Iterable[Callable]) -> Callable:
     return command
 
 
-_CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
+class FloatsType(click.ParamType):
+    """Comma-separated numbers, such as 0.97,0.99,0.999,1."""
+
+    name = "FLOAT,..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(float(item) for item in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of numbers", param, ctx)
+
+
+_CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING, tuple[float, ...]: FloatsType()}
 
 
 def _with_default(help: str, default: object) -> str:

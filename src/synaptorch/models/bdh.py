@@ -4,14 +4,19 @@ Notation (per layer, the same weights at every layer):
     x        residual stream, d = n_embd
     x_sparse = relu(x Dx_h)                 N = n_neuron neurons per head, positive and sparse
     a_t      = sum_{s<t} <q_t, q_s> x_s     q = rope(x_sparse), linear attention, diagonal excluded
+               (with state_decay: sum_{s<t} gamma^(t-1-s) <q_t, q_s> x_s, gamma per head)
     y_sparse = relu(layernorm(a_t) Dy_h)
     x        = layernorm(x + layernorm(concat_h(x_sparse * y_sparse) E))
 
 The attention has two equal forms. Parallel: a T x T score matrix per head. Recurrent: a state
 rho (N x d per head) that is read, a_t = q_t rho, then written, rho += q_t^T x_t. rho is the
 Hebbian synapse matrix between neurons and the residual stream, and the only memory of the
-context. `forward_recurrent` processes a chunk of any length against that state: scores inside
-the chunk plus one read of rho, so chunks of length 1 are the plain recurrence.
+context. With `state_decay` the synapses fade, rho = gamma rho + q_t^T x_t, each head at its own
+rate: the BDH paper's state transition is RoPE alone (gamma = 1, the default), under which the
+state of a long stream is a sum over all of it; a fading state keeps the recent tokens audible,
+which training with the state carried across batches needs (docs/training.md).
+`forward_recurrent` processes a chunk of any length against that state: scores inside the chunk
+plus one read of rho, so chunks of length 1 are the plain recurrence.
 
 The two relus are the model's neurons; `fire_x` and `fire_xy` compute them, so that a variant
 with other neurons (spiking_bdh.py) changes those two methods and keeps the rest of the layer.
@@ -40,6 +45,7 @@ from synaptorch.models.linear_attention import (
     causal_linear_attention,
     causal_linear_attention_detached_reference,
     causal_linear_attention_reference,
+    decay_weights,
 )
 
 
@@ -56,6 +62,11 @@ class BDHConfig(ModelConfig):
     # its n neurons; None is one block of n_neuron. A merged model lists its sources' blocks side
     # by side, so that every neuron keeps the frequency it was trained with.
     rope_blocks: tuple[int, ...] | None = None
+    state_decay: tuple[float, ...] | None = setting(
+        None,
+        "Per head, the factor gamma in (0, 1] by which the synapse state fades at each token, "
+        "rho = gamma rho + q^T x (comma-separated, one per head); none: the state keeps every token.",
+    )
 
     positive_ints = ("n_layer", "n_embd", "n_head", "n_neuron", "vocab_size")
 
@@ -71,6 +82,14 @@ class BDHConfig(ModelConfig):
                 raise ConfigError(f"rope_blocks {list(blocks)} add up to {sum(blocks)}, not n_neuron = {self.n_neuron}")
             # A single block is the plain ladder: one spelling per model keeps configs comparable.
             object.__setattr__(self, "rope_blocks", blocks if len(blocks) > 1 else None)
+        if self.state_decay is not None:
+            decay = tuple(float(g) for g in self.state_decay)
+            if len(decay) != self.n_head or not all(0.0 < g <= 1.0 for g in decay):
+                raise ConfigError(
+                    f"state_decay must be {self.n_head} factors in (0, 1], one per head, got {list(self.state_decay)}"
+                )
+            # No fading is spelt one way, as for rope_blocks.
+            object.__setattr__(self, "state_decay", None if all(g == 1.0 for g in decay) else decay)
 
     @property
     def rope_ladders(self) -> tuple[int, ...]:
@@ -141,6 +160,7 @@ class BDH(BDHGeneration, LanguageModel):
         self.chunk_size: int | None = None
         self.recompute: bool = False
         self.detach_kv: bool = False
+        self._decay_on: dict[tuple[torch.device, torch.dtype], Tensor] = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -221,9 +241,16 @@ class BDH(BDHGeneration, LanguageModel):
         a = self._attend(q, x)  # (nh, B, T, d), causal, diagonal excluded
         if rho is not None:
             rho = rho.transpose(0, 1)  # (nh, B, N, d)
-            a = a + q @ rho  # read before write
             keys, values = (q.detach(), x.detach()) if self.detach_kv else (q, x)
-            rho = (rho + keys.mT @ values).transpose(0, 1).contiguous()  # Hebbian update, (B, nh, N, d)
+            decay = self.decay_factors(x.device)
+            if decay is None:
+                a = a + q @ rho  # read before write
+                rho = rho + keys.mT @ values  # Hebbian update
+            else:
+                reads, writes, fade = decay_weights(decay, T)  # (nh, 1, T, 1), (nh, 1, T, 1), (nh, 1, 1, 1)
+                a = a + (q * reads.to(q.dtype)) @ rho
+                rho = rho * fade + (keys * writes.to(keys.dtype)).mT @ values
+            rho = rho.transpose(0, 1).contiguous()  # (B, nh, N, d)
         y_current = (layer_norm(a).view(c.n_head, B * T, d) @ self.encoder_y).view_as(x_sparse)
         xy = self.fire_xy(x_sparse, y_current)
         if observe is not None:
@@ -239,13 +266,25 @@ class BDH(BDHGeneration, LanguageModel):
         """The products x_sparse * y_sparse, y_sparse = relu(layernorm(a) Dy), from y_current = layernorm(a) Dy."""
         return x_sparse * F.relu(y_current)
 
+    def decay_factors(self, device: torch.device | str) -> Tensor | None:
+        """`state_decay` as a tensor (nh, 1) on device, which broadcasts over (nh, B); None without it.
+
+        In float32, or float64 for a model in float64, whatever the precision of the products."""
+        if self.config.state_decay is None:
+            return None
+        key = (torch.device(device), torch.promote_types(self.readout.dtype, torch.float32))
+        if key not in self._decay_on:
+            self._decay_on[key] = torch.tensor(self.config.state_decay, dtype=key[1], device=key[0]).view(-1, 1)
+        return self._decay_on[key]
+
     def _attend(self, q: Tensor, x: Tensor) -> Tensor:
         if q.shape[-2] == 1:
             return q.new_zeros(q.shape[:-1] + x.shape[-1:])  # a lone token sees only the state
+        decay = self.decay_factors(q.device)
         if self.attention == "naive":
             if self.detach_kv:
-                return causal_linear_attention_detached_reference(q, x)
-            return causal_linear_attention_reference(q, x)
+                return causal_linear_attention_detached_reference(q, x, decay)
+            return causal_linear_attention_reference(q, x, decay)
         if self.attention != "chunked":
             raise ConfigError(f"attention must be 'chunked' or 'naive', got {self.attention!r}")
-        return causal_linear_attention(q, x, self.chunk_size, self.detach_kv)
+        return causal_linear_attention(q, x, self.chunk_size, self.detach_kv, decay)

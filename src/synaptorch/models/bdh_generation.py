@@ -34,9 +34,16 @@ PHASOR_BLOCK = 1024  # positions per table of `_phasors_at`
 
 
 def _generation_layers(
-    x: Tensor, phasors: Tensor, rhos: list[Tensor], encoder_x: Tensor, encoder_y: Tensor, decoder: Tensor
+    x: Tensor,
+    phasors: Tensor,
+    rhos: list[Tensor],
+    encoder_x: Tensor,
+    encoder_y: Tensor,
+    decoder: Tensor,
+    decay: Tensor | None = None,
 ) -> Tensor:
-    """The layers for one token: x (B, d) -> x (B, d); each synapse state rho is updated in place."""
+    """The layers for one token: x (B, d) -> x (B, d); each synapse state rho is updated in place,
+    after fading by decay (1, nh, 1, 1) when given."""
     B = x.shape[0]
     n_head, n_neuron = rhos[0].shape[1:3]
     for rho in rhos:
@@ -45,9 +52,13 @@ def _generation_layers(
         if torch.compiler.is_compiling():
             # As elementwise products, the read and the write compile into loops over rho alone.
             a = (q * rho).sum(-2, keepdim=True)  # (B, nh, 1, d), read before write
+            if decay is not None:
+                rho.mul_(decay)
             rho.add_(q * x[:, None, None, :])
         else:
             a = q.mT @ rho
+            if decay is not None:
+                rho.mul_(decay)
             x_per_head = x[:, None, None, :].expand(B, n_head, 1, -1)
             rho.view(-1, n_neuron, x.shape[-1]).baddbmm_(q.view(-1, n_neuron, 1), x_per_head.flatten(0, 1))
         y_sparse = F.relu(layer_norm(a) @ encoder_y).view(B, -1)  # (B, nh N)
@@ -55,10 +66,13 @@ def _generation_layers(
     return x
 
 
-def _generation_step(token: Tensor, phasors: Tensor, rhos: list[Tensor], embed: Tensor, *weights: Tensor) -> Tensor:
+def _generation_step(
+    token: Tensor, phasors: Tensor, rhos: list[Tensor], embed: Tensor, *weights: Tensor, decay: Tensor | None = None
+) -> Tensor:
     """One token (B,) -> logits (B, V), the synapse states updated in place; weights: Dx, Dy, E, readout."""
     *layer_weights, readout = weights
-    return _generation_layers(layer_norm(F.embedding(token, embed)), phasors, rhos, *layer_weights) @ readout
+    x = layer_norm(F.embedding(token, embed))
+    return _generation_layers(x, phasors, rhos, *layer_weights, decay=decay) @ readout
 
 
 class BDHGeneration:
@@ -98,16 +112,19 @@ class BDHGeneration:
 
         The recurrent form for a single token: each synapse matrix is read and written in place.
         With one sequence, a layer whose neurons fire sparsely enough (`sparse_below`, off by
-        default on a GPU) touches only the rows of rho, Dy and E that belong to active neurons.
-        `compile_step` compiles the dense path.
+        default on a GPU) touches only the rows of rho, Dy and E that belong to active neurons,
+        unless the state fades (`state_decay`), which touches all of it. `compile_step` compiles
+        the dense path.
         """
         phasors = self._phasors_at(state.position, token.device)
         weights = (self._encoder_x_flat(), self.encoder_y, self.decoder)
         state.position += 1
         sparse_below = self.sparse_below
-        if token.shape[0] > 1 or sparse_below <= 0:
+        decay = self.decay_factors(token.device)
+        if token.shape[0] > 1 or sparse_below <= 0 or decay is not None:
             step = self._compiled_for(token.device) if self.compiled_step else _generation_step
-            return step(token, phasors, state.rho, self.embed.weight, *weights, self.readout), state
+            decay = None if decay is None else decay.view(1, -1, 1, 1).to(state.rho[0].dtype)
+            return step(token, phasors, state.rho, self.embed.weight, *weights, self.readout, decay=decay), state
         x = layer_norm(self.embed(token))  # (1, d)
         for rho in state.rho:
             x_sparse = F.relu(x @ weights[0])  # (1, nh N)

@@ -43,6 +43,7 @@ MUST_AGREE = {
     "n_layer": "number of layers",
     "n_head": "number of heads",
     "rope_theta": "RoPE base",
+    "state_decay": "fading of the synapse state",
 }
 
 
@@ -62,7 +63,7 @@ def merge_weights(count: int, weights: Sequence[float] | None) -> list[float]:
 
 
 def check_mergeable(configs: Sequence[BDHConfig], names: Sequence[str] | None = None) -> None:
-    """Refuse models whose residual stream, vocabulary, depth, heads or RoPE base differ."""
+    """Refuse models whose residual stream, vocabulary, depth, heads, RoPE base or state decay differ."""
     names = list(names) if names is not None else [f"model {i + 1}" for i in range(len(configs))]
     first = configs[0]
     for name, config in zip(names[1:], configs[1:], strict=True):

@@ -45,6 +45,11 @@ class TrainConfig:
     carry_reset: int = setting(
         8192, "With --carry-state: a row's synapse state restarts every this many tokens (0: at its stream's end)."
     )
+    carry_shuffle: bool = setting(
+        False,
+        "With --carry-state: rows read the documents of --carry-reset tokens in an order drawn from the seed, "
+        "each document whole, instead of the text's order.",
+    )
     detach_kv: bool = setting(False, "BDH: no backpropagation through the attention's keys and values.")
     eval_interval: int = setting(200, "Evaluate and save a checkpoint every K steps.", on_resume=True)
     eval_tokens: int = setting(65536, "Validation tokens per evaluation (0: the whole split).", on_resume=True)

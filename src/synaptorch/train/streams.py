@@ -12,10 +12,16 @@ A stream is cut into documents of `reset` tokens, at whose starts the state rest
 RoPE positions count from 0 again: a model learns contexts of that length, the length at which
 `stream_losses` scores it. All rows are at the same place in their documents, so a micro-batch of
 rows shares one position.
+
+Consecutive steps then read the same few places of the text, an order that trains worse than
+random windows do (benchmarks/README.md, long_context.py). As the state restarts at every
+document anyway, a row may read its documents in any order: `shuffle_seed` takes them in an order
+drawn from the seed, each document still whole.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,16 +42,18 @@ class StreamLayout:
     """Where each row of the global batch reads, at every step.
 
     Row r reads documents r * n_docs // rows, then the following ones (wrapping round the split),
-    each in `windows_per_doc` windows of block_size tokens.
+    each in `windows_per_doc` windows of block_size tokens. With `shuffle_seed` the documents are
+    numbered in an order drawn from it instead of the text's.
     """
 
     block_size: int
     rows: int
     windows_per_doc: int
     n_docs: int
+    shuffle_seed: int | None = None
 
     @classmethod
-    def of(cls, n_tokens: int, block_size: int, rows: int, reset: int) -> StreamLayout:
+    def of(cls, n_tokens: int, block_size: int, rows: int, reset: int, shuffle_seed: int | None = None) -> StreamLayout:
         """The layout of streams over n_tokens tokens; reset 0 makes each row's share of the split one document."""
         if reset % block_size:
             raise ConfigError(f"--carry-reset {reset} must be a multiple of --block-size {block_size}")
@@ -56,13 +64,22 @@ class StreamLayout:
                 f"the training split's {n_tokens:,} tokens hold no stream of {reset or rows * block_size} tokens "
                 f"for each of {rows} rows; lower --carry-reset or the batch"
             )
-        return cls(block_size, rows, windows_per_doc, n_windows // windows_per_doc)
+        return cls(block_size, rows, windows_per_doc, n_windows // windows_per_doc, shuffle_seed)
+
+    @functools.cached_property
+    def document_order(self) -> np.ndarray:
+        """The documents of the split in the order the rows read them."""
+        if self.shuffle_seed is None:
+            return np.arange(self.n_docs)
+        return np.random.default_rng(self.shuffle_seed).permutation(self.n_docs)
 
     def starts(self, step: int) -> list[int]:
         """The token offset of each row's window at `step`."""
         doc, window = divmod(step, self.windows_per_doc)
+        order = self.document_order
         return [
-            (((r * self.n_docs // self.rows + doc) % self.n_docs) * self.windows_per_doc + window) * self.block_size
+            (int(order[(r * self.n_docs // self.rows + doc) % self.n_docs]) * self.windows_per_doc + window)
+            * self.block_size
             for r in range(self.rows)
         ]
 

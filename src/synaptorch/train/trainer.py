@@ -403,7 +403,10 @@ class Trainer:
         self.streams: StreamLayout | None = None
         if cfg.carry_state:
             rows = cfg.batch_size * cfg.grad_accum
-            self.streams = StreamLayout.of(len(self.corpus.split("train")), cfg.block_size, rows, cfg.carry_reset)
+            shuffle_seed = cfg.seed if cfg.carry_shuffle else None
+            self.streams = StreamLayout.of(
+                len(self.corpus.split("train")), cfg.block_size, rows, cfg.carry_reset, shuffle_seed
+            )
             self.carried = CarriedState(self.model, rows, self.device)
             self.own_rows = list(self.world.part(range(rows)))
         self.step = 0
