@@ -59,7 +59,8 @@ def plot(results: list[dict], path: str) -> None:
     def draw(fig):
         by_tokens, by_time = fig.subplots(1, 2, sharey=True)
         for r in results:
-            label = f"{r['model']} {r['preset']} ({r['parameters'] / 1e6:.2f}M params)"
+            settings = "".join(f", {s}" for s in r["settings"])
+            label = f"{r['model']} {r['preset']}{settings} ({r['parameters'] / 1e6:.2f}M params)"
             by_tokens.plot([p["tokens"] / 1e6 for p in r["curve"]], [p["val_loss"] for p in r["curve"]], label=label)
             by_time.plot([p["train_s"] for p in r["curve"]], [p["val_loss"] for p in r["curve"]], label=label)
         by_tokens.set(xlabel="training tokens (millions)", ylabel="validation loss (nats per byte)")

@@ -2,7 +2,7 @@
 
 `train_continual(method, tasks, config)` trains a fresh `MLP` (or `SpikingMLP`) on the tasks in
 order with SGD (a new optimiser per task, cross-entropy on a shared 10-way output) and, after
-each task i, tests it on tasks 0..i: R[i][j] is the test accuracy on task j after task i. Then
+each task i, tests it on tasks 0..i: `R[i][j]` is the test accuracy on task j after task i. Then
 
     ACC = mean_j R[N-1][j]                       BWT = mean_{j < N-1} (R[N-1][j] - R[j][j])
 
@@ -171,7 +171,7 @@ class LayerSubspace:
 
 @dataclass
 class ContinualResult:
-    """A run: R[i][j], the test accuracy on task j after training task i (j <= i), its wall-clock
+    """A run: `R[i][j]`, the test accuracy on task j after training task i (j <= i), its wall-clock
     seconds, and for gpm and hlop each map's subspace after each task, measured on the first
     `energy_samples` training images of that task."""
 
@@ -194,13 +194,13 @@ class ContinualResult:
 
 
 def average_accuracy(accuracy: Sequence[Sequence[float]]) -> float:
-    """ACC: the mean of the last row of R (R[i][j], rows of length i + 1 or a square matrix)."""
+    """ACC: the mean of the last row of R (`R[i][j]`, rows of length i + 1 or a square matrix)."""
     last = accuracy[-1][: len(accuracy)]
     return sum(last) / len(last)
 
 
 def backward_transfer(accuracy: Sequence[Sequence[float]]) -> float:
-    """BWT: mean over j < N - 1 of R[N-1][j] - R[j][j]; zero for a single task."""
+    """BWT: mean over j < N - 1 of `R[N-1][j] - R[j][j]`; zero for a single task."""
     n = len(accuracy)
     if n < 2:
         return 0.0
