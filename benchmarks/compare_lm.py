@@ -59,13 +59,13 @@ def plot(results: list[dict], path: str) -> None:
     def draw(fig):
         by_tokens, by_time = fig.subplots(1, 2, sharey=True)
         for r in results:
-            settings = "".join(f", {s}" for s in r["settings"])
-            label = f"{r['model']} {r['preset']}{settings} ({r['parameters'] / 1e6:.2f}M params)"
+            settings = "\n" + ", ".join(r["settings"]) if r["settings"] else ""
+            label = f"{r['model']} {r['preset']} ({r['parameters'] / 1e6:.2f}M params){settings}"
             by_tokens.plot([p["tokens"] / 1e6 for p in r["curve"]], [p["val_loss"] for p in r["curve"]], label=label)
             by_time.plot([p["train_s"] for p in r["curve"]], [p["val_loss"] for p in r["curve"]], label=label)
         by_tokens.set(xlabel="training tokens (millions)", ylabel="validation loss (nats per byte)")
         by_time.set(xlabel="seconds of training")
-        by_tokens.legend()
+        by_time.legend(loc="upper right")
         fig.suptitle("tiny Shakespeare, same trainer, same batches")
 
     save_figure(path, draw, size=(10, 4))

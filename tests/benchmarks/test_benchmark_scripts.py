@@ -62,7 +62,9 @@ def test_throughput_quick_reports_utilisation_against_a_measured_peak():
         (f"bdh:{name}", precision) for name in ("cpu-tiny", "wide") for precision in ("fp32", "bf16")
     }
     for row in record["precision_rows"]:
-        assert 0 < row["train_mfu_fp32_peak"] < 1.5 and 0 < row["train_mfu_bf16_peak"] < 1.5
+        assert row["train_mfu_fp32_peak"] > 0 and row["train_mfu_bf16_peak"] > 0
+        # Only the peak of a row's own precision bounds it: bf16 training may outrun the fp32 peak.
+        assert row[f"train_mfu_{row['precision']}_peak"] < 1.5, row
     assert set(record["bf16_speedup"]) == set(record["precision_auto"]) == {"cpu-tiny", "wide"}
     for name, chosen in record["precision_auto"].items():
         assert chosen in ("fp32", "bf16")

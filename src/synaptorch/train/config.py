@@ -119,7 +119,7 @@ _GPU_TRAIN = {"batch_size": 32, "block_size": 512, "max_steps": 3000, "lr": 1e-3
 # size (BDH reuses its weights in every layer, so equal parameters mean unequal compute).
 PRESETS: dict[str, dict[str, dict]] = {
     "bdh": {
-        # About ten minutes on a 2-core CPU; the main job of the README. 458,752 parameters.
+        # Three to six minutes on a 2-core CPU; the main job of the README. 458,752 parameters.
         "cpu-tiny": {
             "model": {"n_layer": 4, "n_embd": 128, "n_head": 4, "n_neuron": 256, "dropout": 0.0},
             "train": _CPU_TRAIN,
