@@ -148,7 +148,7 @@ def exit_worker(code: int) -> None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    dist.destroy_process_group()
+    _leave_process_group()
     os._exit(code)
 
 
