@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import textwrap
 from pathlib import Path
 
 from synaptorch.checkpoint import read_metrics
@@ -59,7 +60,8 @@ def plot(results: list[dict], path: str) -> None:
     def draw(fig):
         by_tokens, by_time = fig.subplots(1, 2, sharey=True)
         for r in results:
-            settings = "\n" + ", ".join(r["settings"]) if r["settings"] else ""
+            # Wrapped, so that a long list of settings does not squeeze the axes beside the legend.
+            settings = "\n" + textwrap.fill(", ".join(r["settings"]), 44) if r["settings"] else ""
             label = f"{r['model']} {r['preset']} ({r['parameters'] / 1e6:.2f}M params){settings}"
             by_tokens.plot([p["tokens"] / 1e6 for p in r["curve"]], [p["val_loss"] for p in r["curve"]], label=label)
             by_time.plot([p["train_s"] for p in r["curve"]], [p["val_loss"] for p in r["curve"]], label=label)

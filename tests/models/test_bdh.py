@@ -282,6 +282,40 @@ def test_dropout_only_in_training_mode():
     assert not torch.equal(model(idx), model(idx))
 
 
+@settings(max_examples=25, deadline=None)
+@given(p=st.floats(0.05, 0.95), heads=st.integers(1, 3), batch=st.integers(1, 3), length=st.integers(1, 9))
+def test_locked_dropout_silences_a_neuron_for_the_whole_sequence(p, heads, batch, length):
+    model = tiny_model(n_head=heads, dropout=p, locked_dropout=True).train()
+    dropped = model._drop_neurons(torch.ones(heads, batch, length, 64))
+    per_neuron = dropped[:, :, :1].expand_as(dropped)
+    assert torch.equal(dropped, per_neuron)
+    kept = dropped[dropped != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 1.0 / (1.0 - p)))
+
+
+def test_locked_dropout_keeps_the_expected_share_and_is_off_in_evaluation():
+    model = tiny_model(dropout=0.25, locked_dropout=True).train()
+    xy = torch.ones(2, 8, 5, 4096)
+    kept = (model._drop_neurons(xy)[:, :, 0] > 0).float().mean().item()
+    assert abs(kept - 0.75) < 5 * (0.75 * 0.25 / (2 * 8 * 4096)) ** 0.5
+    model.eval()
+    assert torch.equal(model._drop_neurons(xy), xy)
+
+
+def test_locked_dropout_keeps_the_model_causal():
+    """The mask depends on the shape alone, never on the tokens, so no position hears a later one."""
+    model = tiny_model(dropout=0.5, locked_dropout=True).train()
+    idx = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(4))
+    changed = idx.clone()
+    changed[:, -1] = (idx[:, -1] + 1) % 256
+    torch.manual_seed(6)
+    before = model(idx)
+    torch.manual_seed(6)
+    after = model(changed)
+    torch.testing.assert_close(before[:, :-1], after[:, :-1])
+    assert not torch.equal(before[:, -1], after[:, -1])
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -326,9 +360,10 @@ def test_chunked_and_recomputed_training_equal_the_naive_form(chunk_size):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_recompute_replays_the_same_dropout_masks():
+@pytest.mark.parametrize("locked", [False, True])
+def test_recompute_replays_the_same_dropout_masks(locked):
     idx = torch.randint(0, 256, (2, 30), generator=torch.Generator().manual_seed(2))
-    model = tiny_model(dropout=0.3).train()
+    model = tiny_model(dropout=0.3, locked_dropout=locked).train()
     torch.manual_seed(5)
     stored = logits_and_grads(model, idx)
     model.recompute = True

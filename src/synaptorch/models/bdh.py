@@ -57,6 +57,11 @@ class BDHConfig(ModelConfig):
     n_neuron: int = setting(8192, "Neurons N per head (even); the paper's 128 * n_embd / n_head.")
     vocab_size: int = 256  # set from the tokenizer
     dropout: float = setting(0.1, "Dropout (BDH: on the neuron activations).")
+    locked_dropout: bool = setting(
+        False,
+        "Draw the dropout mask once per sequence, head and neuron, the same at every position "
+        "(locked dropout, Merity et al. 2017), instead of once per token.",
+    )
     rope_theta: float = setting(2.0**16, "RoPE base.")
     # The neurons of each head in blocks, each rotated by its own RoPE ladder theta^(-2k/n) over
     # its n neurons; None is one block of n_neuron. A merged model lists its sources' blocks side
@@ -255,8 +260,19 @@ class BDH(BDHGeneration, LanguageModel):
         xy = self.fire_xy(x_sparse, y_current)
         if observe is not None:
             observe(residual=x, x_sparse=x_sparse, q=q, y_sparse=F.relu(y_current), xy=xy)
-        y = (self.drop(xy).view(c.n_head, B * T, -1) @ self.decoder.view(c.n_head, -1, d)).sum(0)  # (B T, d)
+        y = (self._drop_neurons(xy).view(c.n_head, B * T, -1) @ self.decoder.view(c.n_head, -1, d)).sum(0)  # (B T, d)
         return layer_norm(x + layer_norm(y.view_as(x))), rho
+
+    def _drop_neurons(self, xy: Tensor) -> Tensor:
+        """Dropout on xy (nh, B, T, N); locked, one mask (nh, B, 1, N) silences a neuron for a whole sequence.
+
+        A locked mask holds T times fewer random draws than a mask per token, which keeps the
+        regulariser's cost small beside the layer's matmuls."""
+        p = self.config.dropout
+        if not (self.config.locked_dropout and self.training and p > 0.0):
+            return self.drop(xy)
+        keep = torch.empty_like(xy[:, :, :1]).bernoulli_(1.0 - p)
+        return xy * keep / (1.0 - p)
 
     def fire_x(self, current: Tensor) -> Tensor:
         """The x neurons of every head, x_sparse = relu(x Dx), from their input x Dx (nh, B, T, N)."""
