@@ -89,8 +89,8 @@ def test_memory_quick_grows_with_sequence_length():
 
 
 @pytest.mark.slow
-def test_kernels_quick_compares_fast_paths_with_naive_forms():
-    record = run_benchmark("kernels.py", "--quick")
+def test_fast_paths_quick_compare_with_the_naive_forms():
+    record = run_benchmark("fast_paths.py", "--quick")
     train = record["train"]
     assert set(train["rows"]) == {"naive_1t", "chunked_1t", "naive_2t", "chunked_2t"}
     assert train["speedup"] > 1 and 0 < train["chunked_mfu"] < 1.5

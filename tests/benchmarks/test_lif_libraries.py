@@ -71,7 +71,7 @@ def test_emit_prints_one_json_line_with_the_machine(benchmarks, capsys):
 
 
 def test_every_benchmark_prints_its_record_through_emit():
-    # A child process's line for its parent (kernels.py, memory.py) is not the benchmark's record.
+    # A child process's line for its parent (fast_paths.py, memory.py) is not the benchmark's record.
     for script in sorted(BENCHMARKS.glob("*.py")):
         if script.name == "common.py":
             continue

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 # Shorter chunks make the state products, which contract over C tokens, inefficient; longer ones
-# spend more on the C x C scores. Chunk lengths are compared in benchmarks/kernels.py.
+# spend more on the C x C scores. Chunk lengths are compared in benchmarks/fast_paths.py.
 MIN_CHUNK = 64
 
 

@@ -1,7 +1,7 @@
 """BDH's fast paths against its naive forms, measured in one run: training step, memory, generation.
 
-    python benchmarks/kernels.py            # about 5 minutes on 2 CPU cores
-    python benchmarks/kernels.py --quick    # under a minute, smaller figures
+    python benchmarks/fast_paths.py            # about 5 minutes on 2 CPU cores
+    python benchmarks/fast_paths.py --quick    # under a minute, smaller figures
 
 - train: one AdamW step of the cpu-tiny preset at sequence length 512 (batches of 2048 tokens),
   the naive parallel form (T x T scores) against the chunked form, alternating rounds; model
@@ -178,7 +178,7 @@ def main() -> None:
         record["chunk_sizes"] = measure_chunk_sizes(4096, (32, 64, 128, 256, 512), rounds=3)
         record["memory"] = measure_memory(batch=16, seq_len=4096)
         record["generate"] = measure_generation([256, 1024, 4096, 16384], tokens=100, rounds=5)
-    emit("kernels", record)
+    emit("fast_paths", record)
 
 
 if __name__ == "__main__":
